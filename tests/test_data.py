@@ -1,0 +1,77 @@
+"""MNIST is the real data set, complete, and a damaged file is refused with a useful message."""
+
+import hashlib
+import shutil
+
+import pytest
+import torch
+
+from book.data import MD5, MNISTError, load_mnist, prepare_mnist, raw_dir, verify_mnist
+from book.paths import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+def test_files_match_published_md5():
+    folder = prepare_mnist()
+    for name, expected in MD5.items():
+        assert hashlib.md5((folder / name).read_bytes()).hexdigest() == expected
+
+
+def test_shapes_dtypes_and_labels(mnist):
+    assert mnist.train_images.shape == (60_000, 28, 28)
+    assert mnist.test_images.shape == (10_000, 28, 28)
+    assert mnist.train_images.dtype == mnist.test_images.dtype == torch.uint8
+    assert mnist.train_labels.shape == (60_000,) and mnist.test_labels.shape == (10_000,)
+    for labels in (mnist.train_labels, mnist.test_labels):
+        assert labels.dtype == torch.int64
+        assert sorted(labels.unique().tolist()) == list(range(10))
+    # Well-known facts of the original files: the first training label is 5, the first test
+    # labels are 7, 2, 1, 0; pixels span the whole byte range.
+    assert mnist.train_labels[0] == 5
+    assert mnist.test_labels[:4].tolist() == [7, 2, 1, 0]
+    assert mnist.train_images.max() == 255 and mnist.train_images.min() == 0
+
+
+def _copy_raw(tmp_path):
+    (raw_dir(tmp_path)).mkdir(parents=True)
+    for name in MD5:
+        shutil.copyfile(raw_dir(DATA_DIR) / name, raw_dir(tmp_path) / name)
+    return raw_dir(tmp_path)
+
+
+def test_truncated_file_is_refused_with_its_name_and_the_fix(tmp_path):
+    folder = _copy_raw(tmp_path)
+    victim = folder / "train-labels-idx1-ubyte"
+    victim.write_bytes(victim.read_bytes()[:1000])
+    with pytest.raises(MNISTError) as err:
+        prepare_mnist(tmp_path)
+    message = str(err.value)
+    assert "train-labels-idx1-ubyte" in message
+    assert "truncated" in message and "make data" in message
+    # A damaged file is never silently replaced.
+    assert victim.stat().st_size == 1000
+
+
+def test_corrupted_byte_is_refused(tmp_path):
+    folder = _copy_raw(tmp_path)
+    victim = folder / "t10k-images-idx3-ubyte"
+    data = bytearray(victim.read_bytes())
+    data[5000] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(MNISTError, match="t10k-images-idx3-ubyte"):
+        verify_mnist(tmp_path)
+
+
+def test_missing_files_are_rebuilt_atomically(tmp_path):
+    folder = prepare_mnist(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(MD5)  # no temporary leftovers
+    verify_mnist(tmp_path)
+
+
+def test_missing_file_message(tmp_path):
+    with pytest.raises(MNISTError, match="missing"):
+        verify_mnist(tmp_path)

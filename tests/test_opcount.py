@@ -1,0 +1,364 @@
+"""Operation counts: hooks, closed forms and PyTorch's FlopCounterMode agree, exactly."""
+
+from fractions import Fraction
+
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from book import opcount
+from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
+from book.opcount import (
+    OP_KINDS,
+    adds_ratio,
+    closed_form_ops,
+    conv2d_ops,
+    conv_output_size,
+    count_ops,
+    linear_ops,
+    mults_ratio,
+    ops_ratio,
+    pool2d_ops,
+    pytorch_flops,
+    register_counter,
+    separable_adds_from_regular,
+    separable_conv2d_ops,
+    separable_mults_from_regular,
+    separable_ops_from_regular,
+)
+
+MNIST = (1, 1, 28, 28)
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture
+def registry():
+    """Register counters in a test without leaking them into the others."""
+    saved = dict(opcount._COUNTERS)
+    yield
+    opcount._COUNTERS.clear()
+    opcount._COUNTERS.update(saved)
+
+
+def totals(table):
+    return int(table["mults"].sum()), int(table["adds"].sum())
+
+
+# --------------------------------------------------------------------------- LeNet-5 totals
+
+# Output elements of the layers with a bias, per stage, and of the two pooling layers.
+REGULAR_BIASED = 6 * 28 * 28 + 16 * 10 * 10 + 120 + 84 + 10
+SEPARABLE_BIASED = (28 * 28 + 6 * 28 * 28) + (6 * 10 * 10 + 16 * 10 * 10) + (16 + 120) + 84 + 10
+POOL_OUTPUTS = 6 * 14 * 14 + 16 * 5 * 5
+
+
+@pytest.mark.parametrize(("model", "mults", "adds"), [
+    (LeNet5, 416_520, 410_002),
+    (LeNet5DSC, 62_144, 54_226),
+])
+def test_lenet_totals_match_the_assignment(model, mults, adds):
+    torch.manual_seed(0)
+    net = model()
+    assert totals(count_ops(net, MNIST)) == (mults, adds)
+    biased = REGULAR_BIASED if model is LeNet5 else SEPARABLE_BIASED
+    assert totals(count_ops(net, MNIST, bias=True)) == (mults, adds + biased)
+    assert totals(count_ops(net, MNIST, pooling=True)) == (mults + POOL_OUTPUTS,
+                                                           adds + 3 * POOL_OUTPUTS)
+
+
+def test_with_bias_every_layer_adds_as_often_as_it_multiplies():
+    for model in (LeNet5(), LeNet5DSC()):
+        table = count_ops(model, MNIST, bias=True)
+        assert (table["mults"] == table["adds"]).all()
+
+
+def test_separable_rows_are_the_two_stages_in_execution_order():
+    table = count_ops(LeNet5DSC(), MNIST)
+    convs = table[table["kind"] == "Conv2d"]
+    assert list(convs["layer"]) == ["c1.depthwise", "c1.pointwise", "c3.depthwise",
+                                    "c3.pointwise", "c5.depthwise", "c5.pointwise"]
+    assert list(convs["mults"]) == [19_600, 4_704, 15_000, 9_600, 400, 1_920]
+    assert list(convs["adds"]) == [18_816, 0, 14_400, 8_000, 384, 1_800]
+    assert list(convs["output_shape"]) == [(1, 1, 28, 28), (1, 6, 28, 28), (1, 6, 10, 10),
+                                           (1, 16, 10, 10), (1, 16, 1, 1), (1, 120, 1, 1)]
+
+
+def test_every_call_is_a_row_and_activations_count_zero():
+    table = count_ops(LeNet5(), MNIST)
+    assert list(table["layer"]) == ["c1", "act", "s2", "c3", "act", "s4", "c5", "act", "f6",
+                                    "act", "output"]
+    assert list(table.columns) == ["layer", "kind", "output_shape", *OP_KINDS]
+    zero = table[table["kind"].isin(["ReLU", "AvgPool2d"])]
+    assert (zero[list(OP_KINDS)] == 0).all().all()
+    assert all(table[k].dtype == "int64" for k in OP_KINDS)
+
+
+def test_counts_scale_with_the_batch_and_restore_training_mode():
+    model = LeNet5DSC().train()
+    one = totals(count_ops(model, MNIST))
+    assert totals(count_ops(model, (7, 1, 28, 28))) == (7 * one[0], 7 * one[1])
+    assert all(m.training for m in model.modules())
+
+
+def test_inputs_as_tensor_tuple_and_model_dtype():
+    model = LeNet5().double()
+    expected = totals(count_ops(LeNet5(), MNIST))
+    assert totals(count_ops(model, MNIST)) == expected  # zeros made in float64
+    x = torch.zeros(MNIST, dtype=torch.float64)
+    assert totals(count_ops(model, x)) == totals(count_ops(model, (x,))) == expected
+
+
+# --------------------------------------------------------------------------- three counts agree
+
+def test_lenet_layers_agree_with_closed_forms_and_flop_counter():
+    for model in (LeNet5(), LeNet5DSC()):
+        for bias in (False, True):
+            hooks = count_ops(model, MNIST, bias=bias)
+            hooks = hooks[hooks["kind"].isin(["Conv2d", "Linear"])].reset_index(drop=True)
+            closed = closed_form_ops(model, MNIST, bias=bias)
+            assert len(closed) == (5 if type(model) is LeNet5 else 8)
+            pd.testing.assert_frame_equal(closed, hooks[["layer", "mults", "adds"]])
+        flops = pytorch_flops(model, MNIST)
+        assert [flops[name] for name in closed["layer"]] == list(2 * closed["mults"])
+        assert flops[""] == 2 * int(closed["mults"].sum())
+
+
+@st.composite
+def conv_configs(draw):
+    groups = draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 3))
+    c_out = groups * draw(st.integers(1, 3))
+    k_h, k_w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    # an input at least as large as the padded kernel span, so the layer is valid
+    h = draw(st.integers(max(1, dilation[0] * (k_h - 1) + 1 - 2 * padding[0]), 12))
+    w = draw(st.integers(max(1, dilation[1] * (k_w - 1) + 1 - 2 * padding[1]), 12))
+    batch = draw(st.integers(1, 3))
+    return dict(c_in=c_in, c_out=c_out, k=(k_h, k_w), stride=stride, padding=padding,
+                dilation=dilation, groups=groups, size=(h, w), batch=batch,
+                bias=draw(st.booleans()))
+
+
+@SETTINGS
+@given(conv_configs())
+def test_conv_hooks_closed_form_and_flop_counter_agree(cfg):
+    layer = nn.Conv2d(cfg["c_in"], cfg["c_out"], cfg["k"], stride=cfg["stride"],
+                      padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+    shape = (cfg["batch"], cfg["c_in"], *cfg["size"])
+    table = count_ops(layer, shape, bias=cfg["bias"])
+    closed = conv2d_ops(cfg["c_in"], cfg["c_out"], cfg["size"], cfg["k"], stride=cfg["stride"],
+                        padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"],
+                        bias=cfg["bias"], batch=cfg["batch"])
+    assert (len(table), totals(table)) == (1, (closed["mults"], closed["adds"]))
+    assert table.loc[0, "output_shape"][2:] == conv_output_size(
+        cfg["size"], cfg["k"], stride=cfg["stride"], padding=cfg["padding"],
+        dilation=cfg["dilation"])
+    assert pytorch_flops(layer, shape)[""] == 2 * closed["mults"]
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.integers(1, 40), st.lists(st.integers(1, 4), max_size=2),
+       st.booleans())
+def test_linear_hooks_closed_form_and_flop_counter_agree(n_in, n_out, lead, bias):
+    layer = nn.Linear(n_in, n_out)
+    shape = (*lead, n_in) if lead else (1, n_in)
+    batch = int(torch.Size(shape[:-1]).numel())
+    closed = linear_ops(n_in, n_out, bias=bias, batch=batch)
+    assert totals(count_ops(layer, shape, bias=bias)) == (closed["mults"], closed["adds"])
+    assert pytorch_flops(layer, shape)[""] == 2 * closed["mults"]
+
+
+def test_pooling_counts():
+    avg = count_ops(nn.AvgPool2d(3, stride=2), (2, 4, 9, 9), pooling=True)
+    assert totals(avg) == (2 * 4 * 16, 2 * 4 * 16 * 8)
+    assert pool2d_ops(4, 9, 3, stride=2, batch=2) == {"mults": 128, "adds": 1024}
+    maxed = count_ops(nn.MaxPool2d((2, 3)), (1, 3, 8, 9), pooling=True)
+    assert maxed.loc[0, "comparisons"] == 3 * 4 * 3 * 5 == pool2d_ops(
+        3, (8, 9), (2, 3), mode="max")["comparisons"]
+    assert totals(maxed) == (0, 0)
+    assert (count_ops(nn.MaxPool2d(2), (1, 3, 8, 8))[list(OP_KINDS)] == 0).all().all()
+    # adaptive windows of 5 -> 3 are [0, 2), [1, 4), [3, 5): 2 + 3 + 2 = 7 elements per axis
+    adaptive = count_ops(nn.AdaptiveAvgPool2d(3), (1, 2, 5, 5), pooling=True)
+    assert totals(adaptive) == (2 * 9, 2 * (7 * 7 - 9))
+    assert count_ops(nn.AdaptiveMaxPool2d((3, 5)), (1, 2, 5, 5), pooling=True).loc[
+        0, "comparisons"] == 2 * (7 * 5 - 15)
+
+
+# --------------------------------------------------------------------------- Part d mapping
+
+@SETTINGS
+@given(conv_configs())
+def test_mapping_matches_hook_counts(cfg):
+    c_in, c_out, (k_h, k_w) = cfg["c_in"], cfg["c_out"], cfg["k"]
+    common = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"])
+    regular = nn.Conv2d(c_in, c_out, (k_h, k_w), **common)
+    separable = nn.Sequential(nn.Conv2d(c_in, c_in, (k_h, k_w), groups=c_in, **common),
+                              nn.Conv2d(c_in, c_out, 1))
+    shape, bias = (cfg["batch"], c_in, *cfg["size"]), cfg["bias"]
+    x_mult, x_add = totals(count_ops(regular, shape, bias=bias))
+    y_mult, y_add = totals(count_ops(separable, shape, bias=bias))
+    assert separable_mults_from_regular(x_mult, c_out, k_h, k_w) == y_mult
+    assert separable_adds_from_regular(x_add, c_in, c_out, k_h, k_w, bias=bias) == y_add
+    assert separable_ops_from_regular(x_mult + x_add, c_in, c_out, k_h, k_w,
+                                      bias=bias) == y_mult + y_add
+    closed = separable_conv2d_ops(c_in, c_out, cfg["size"], (k_h, k_w), bias=bias,
+                                  batch=cfg["batch"], **common)
+    assert closed == {"mults": y_mult, "adds": y_add}
+
+
+def test_mapping_on_lenet_and_exact_types():
+    # c3 of LeNet-5: 6 -> 16 channels, 5x5 kernel
+    assert separable_mults_from_regular(240_000, 16, 5, 5) == 15_000 + 9_600
+    assert separable_adds_from_regular(238_400, 6, 16, 5, 5) == 14_400 + 8_000
+    assert isinstance(separable_mults_from_regular(240_000, 16, 5, 5), int)
+    assert mults_ratio(16, 5, 5) == Fraction(41, 400)
+    assert separable_mults_from_regular(1, 16, 5, 5) == Fraction(41, 400)  # not a real count
+    assert adds_ratio(6, 16, 5, 5, bias=True) == mults_ratio(16, 5, 5)
+    assert ops_ratio(6, 16, 5, 5, bias=True) == mults_ratio(16, 5, 5)
+    assert adds_ratio(6, 16, 5, 5) != mults_ratio(16, 5, 5)
+    assert separable_adds_from_regular(0, 1, 7, 1, 1) == 0  # neither adds anything
+    with pytest.raises(ValueError, match="undefined"):
+        adds_ratio(1, 7, 1, 1)
+    with pytest.raises(ValueError, match="x_add must be 0"):
+        separable_adds_from_regular(3, 1, 7, 1, 1)
+    with pytest.raises(ValueError, match="x must be a non-negative int"):
+        separable_mults_from_regular(-1, 16, 5, 5)
+    with pytest.raises(ValueError, match="c_out must be a positive int"):
+        mults_ratio(0, 5, 5)
+
+
+# --------------------------------------------------------------------------- failing loudly
+
+class Scale(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+def test_unknown_leaf_type_raises_naming_it():
+    with pytest.raises(TypeError, match=r"no operation counter for Scale \(layer '1'\)"):
+        count_ops(nn.Sequential(nn.Linear(3, 3), Scale()), (1, 3))
+    with pytest.raises(TypeError, match=r"Scale \(the model itself\)"):
+        count_ops(Scale(), (1, 3))
+
+    class Unused(nn.Module):  # a leaf that is never called is not an error
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(3, 3), Scale()
+
+        def forward(self, x):
+            return self.used(x)
+
+    assert totals(count_ops(Unused(), (1, 3))) == (9, 6)
+
+
+def test_subclass_with_its_own_forward_does_not_inherit_a_counter():
+    class DoubledLinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    class PlainLinear(nn.Linear):
+        pass
+
+    assert totals(count_ops(PlainLinear(4, 2), (1, 4))) == (8, 6)
+    with pytest.raises(TypeError, match="DoubledLinear"):
+        count_ops(DoubledLinear(4, 2), (1, 4))
+
+
+def test_arithmetic_outside_names_the_enclosing_module():
+    model = nn.Sequential()
+    model.add_module("block", Residual())
+    message = r"aten\.add\.Tensor ran in the forward of layer 'block' \(Residual\)"
+    with pytest.raises(RuntimeError, match=message):
+        count_ops(model, (1, 2, 4, 4))
+
+
+def test_harmless_tensor_ops_in_a_container_are_allowed():
+    class Plumbing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x):  # x: (B, T, 4)
+            t = x.shape[1]
+            mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+            scores = torch.zeros(t, t).masked_fill(mask, float("-inf"))
+            keep = (scores == 0).unsqueeze(0).expand(x.shape[0], t, t)
+            pos = torch.arange(t)
+            y = torch.cat([x[:, :, :2], x[:, :, 2:]], dim=-1).clone()
+            y = torch.stack([y[:, pos], y.detach()]).select(0, 0)
+            y = y.transpose(1, 2).contiguous().view(x.shape[0], 4, t).transpose(1, 2)
+            y = torch.where(keep[:, :, :1], y, y).to(torch.float32).reshape(-1, 4)
+            return self.proj(y).unflatten(0, (x.shape[0], t))
+
+    assert totals(count_ops(Plumbing(), (2, 3, 4))) == (6 * 16, 6 * 12)
+
+
+def test_registered_type_is_counted_as_one_unit(registry):
+    @register_counter(Residual)
+    def count_residual(module, inputs, output, *, bias, pooling):
+        inner = conv2d_ops(2, 2, tuple(output.shape[-2:]), 3, padding=1, bias=bias)
+        return {"mults": inner["mults"], "adds": inner["adds"] + output.numel()}
+
+    model = nn.Sequential(Residual(), nn.ReLU(), Residual())
+    table = count_ops(model, (1, 2, 4, 4))
+    assert list(table["layer"]) == ["0", "1", "2"]
+    assert list(table["kind"]) == ["Residual", "ReLU", "Residual"]
+    assert totals(table) == (2 * 32 * 18, 2 * (32 * 17 + 32))
+
+    @register_counter(Residual)  # a later registration replaces the earlier one
+    def count_nothing(module, inputs, output, *, bias, pooling):
+        return {"divs": 1}
+
+    assert count_ops(model, (1, 2, 4, 4))["divs"].tolist() == [1, 0, 1]
+
+
+def test_a_counter_must_return_known_kinds_and_counts(registry):
+    register_counter(Scale)(lambda module, inputs, output, *, bias, pooling: {"flops": 1})
+    with pytest.raises(TypeError, match="keys from"):
+        count_ops(Scale(), (1, 3))
+    register_counter(Scale)(lambda module, inputs, output, *, bias, pooling: {"mults": -1})
+    with pytest.raises(ValueError, match="mults=-1"):
+        count_ops(Scale(), (1, 3))
+    with pytest.raises(TypeError, match=r"nn\.Module subclasses"):
+        register_counter(int)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: conv2d_ops(0, 6, 28, 5), "in_channels must be a positive int"),
+    (lambda: conv2d_ops(1, -6, 28, 5), "out_channels must be a positive int"),
+    (lambda: conv2d_ops(1, 6, (28, 0), 5), "input_size must be positive"),
+    (lambda: conv2d_ops(1, 6, 4, 5), r"kernel_size 5 .* larger than the padded input 4"),
+    (lambda: conv2d_ops(1, 6, 4, 5, padding=-1), "padding must be non-negative"),
+    (lambda: conv2d_ops(1, 6, 4, 3, dilation=2), "spans 5"),
+    (lambda: conv2d_ops(6, 16, 14, 5, groups=4), r"in_channels \(6\) must be divisible by groups"),
+    (lambda: conv2d_ops(6, 9, 14, 5, groups=2), r"out_channels \(9\) must be divisible"),
+    (lambda: conv2d_ops(1, 6, 28, 5, stride=0), "stride must be positive"),
+    (lambda: conv2d_ops(1, 6, 28, (5, 5, 5)), "kernel_size must be an int or 2 ints"),
+    (lambda: linear_ops(0, 10), "in_features must be a positive int"),
+    (lambda: linear_ops(10, 10, batch=0), "batch must be a positive int"),
+    (lambda: pool2d_ops(6, 28, 2, mode="median"), "mode must be 'avg' or 'max'"),
+    (lambda: count_ops(LeNet5(), (1, 1, 0, 28)), "inputs: every size of the shape"),
+    (lambda: count_ops(LeNet5(), "1x28"), "inputs: expected a shape"),
+    (lambda: count_ops(nn.Conv2d(1, 1, 5), (1, 1, 4, 4)),
+     r"the model \(Conv2d\): kernel_size 5 .* padded input 4"),
+    (lambda: count_ops(nn.Sequential(DepthwiseSeparableConv2d(1, 2, 7)), (1, 1, 6, 6)),
+     r"layer '0.depthwise' \(Conv2d\): kernel_size 7"),
+])
+def test_bad_arguments_raise_value_error_saying_which(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
