@@ -7,8 +7,8 @@ else: no per-sample PIL conversion, no collation.
 Convergence rule: after every epoch the model is scored on a validation split held out from the
 60,000 training images (never on the test set). Training stops when the validation loss has not
 improved for ``patience`` epochs in a row, and the weights of the best validation epoch are
-kept. The learning rate is cut by ``lr_factor`` whenever the validation loss stalls for
-``lr_patience`` epochs.
+kept. The learning rate is multiplied by ``lr_factor`` whenever the validation loss fails to
+improve for more than ``lr_patience`` epochs, so the weights settle.
 
 A run is checkpointed after every epoch (``results/<name>.ckpt``); calling :func:`train` again
 resumes an interrupted run exactly where it stopped, and a finished run
@@ -36,7 +36,8 @@ from .data import MNISTTensors
 from .io import load_json, load_torch, save_json, save_torch
 from .paths import RESULTS_DIR
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "normalise", "split", "train"]
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "normalise", "shifted", "split", "train",
+           "train_epoch"]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds"]
@@ -50,11 +51,12 @@ class TrainConfig:
     lr: float = 3e-3  # Adam
     weight_decay: float = 0.0
     max_epochs: int = 40
-    patience: int = 3  # epochs without a better validation loss before stopping
-    lr_patience: int = 1
-    lr_factor: float = 0.3
+    patience: int = 2  # epochs without a better validation loss before stopping
+    lr_factor: float = 0.3  # the learning rate is multiplied by this ...
+    lr_patience: int = 0  # ... after more than this many epochs without a better validation loss
     val_size: int = 5_000  # held out from the 60,000 training images
-    shift: int = 2  # training images are moved by up to this many pixels each way, at random
+    ema_decay: float = 0.998  # score and keep a moving average of the weights (0: off)
+    shift: int = 1  # training images are moved by up to this many pixels each way, at random
     seed: int = 0
     train_limit: int | None = None  # use only this many training images (for quick tests)
 
@@ -67,6 +69,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"TrainConfig.lr_factor must lie in (0, 1), got {self.lr_factor!r}")
+        if not isinstance(self.lr_patience, int) or self.lr_patience < 0:
+            raise ValueError("TrainConfig.lr_patience must be a non-negative int, "
+                             f"got {self.lr_patience!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if not isinstance(self.shift, int) or not 0 <= self.shift < 14:
             raise ValueError(f"TrainConfig.shift must be an int in [0, 14), got {self.shift!r}")
         if self.train_limit is not None and self.train_limit <= 0:
@@ -264,16 +271,19 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.lr_patience)
+        optimizer, factor=config.lr_factor, patience=config.lr_patience, threshold=0)
     shuffle = torch.Generator().manual_seed(config.seed + 1)
     rows: list[dict[str, float]] = []
-    best = {"loss": math.inf, "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    # The weights that are scored and kept: the model itself, or a moving average of it.
+    averaged = copy.deepcopy(model) if config.ema_decay else model
+    best = {"loss": math.inf, "epoch": 0, "state": copy.deepcopy(averaged.state_dict())}
     status = "fresh"
 
     if ckpt_path.exists():
         ckpt = load_torch(ckpt_path)
         if ckpt["identity"] == identity:
             model.load_state_dict(ckpt["model"])
+            averaged.load_state_dict(ckpt["averaged"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             shuffle.set_state(ckpt["shuffle"])
@@ -286,35 +296,24 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
         while not _stopped(rows, best, config):
             epoch = len(rows) + 1
             start = time.perf_counter()
-            model.train()
-            order = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            for i in range(0, n, config.batch_size):
-                idx = order[i:i + config.batch_size]
-                images = shifted(splits.train_x[idx], config.shift, shuffle)
-                logits = model(_layout(images))
-                loss = F.cross_entropy(logits, splits.train_y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # Summed on the device: no synchronisation per batch.
-                loss_sum += loss.detach() * len(idx)
-                correct += (logits.argmax(1) == splits.train_y[idx]).sum()
-                report(f"{name}: epoch {epoch}, {min(i + config.batch_size, n):,}/{n:,} images",
-                       detail=True)
-            val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y)
-            test_loss, test_acc = evaluate(model, splits.test_x, splits.test_y)
-            rows.append({"epoch": epoch, "train_loss": loss_sum.item() / n,
-                         "train_acc": correct.item() / n, "val_loss": val_loss,
+            loss_sum, correct = train_epoch(
+                model, optimizer, splits.train_x, splits.train_y, config, shuffle, averaged,
+                (epoch - 1) * math.ceil(n / config.batch_size),
+                lambda done, epoch=epoch: report(f"{name}: epoch {epoch}, {done:,}/{n:,} images",
+                                                 detail=True))
+            val_loss, val_acc = evaluate(averaged, splits.val_x, splits.val_y)
+            test_loss, test_acc = evaluate(averaged, splits.test_x, splits.test_y)
+            rows.append({"epoch": epoch, "train_loss": loss_sum / n,
+                         "train_acc": correct / n, "val_loss": val_loss,
                          "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
                          "lr": optimizer.param_groups[0]["lr"],
                          "seconds": time.perf_counter() - start})
             scheduler.step(val_loss)
             if val_loss < best["loss"]:
                 best = {"loss": val_loss, "epoch": epoch,
-                        "state": copy.deepcopy(model.state_dict())}
+                        "state": copy.deepcopy(averaged.state_dict())}
             save_torch(ckpt_path, {"identity": identity, "model": model.state_dict(),
+                                   "averaged": averaged.state_dict(),
                                    "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(),
                                    "shuffle": shuffle.get_state(), "rows": rows, "best": best})
@@ -340,6 +339,47 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
     result = _result(name, model, stored, config, status)
     report.close(result.summary())
     return result
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor, config: TrainConfig, generator: torch.Generator,
+                averaged: nn.Module | None = None, first_step: int = 0,
+                progress: Callable[[int], None] | None = None) -> tuple[float, int]:
+    """One pass over ``(x, y)`` in shuffled mini-batches, drawn by index from memory.
+
+    With ``config.ema_decay > 0``, ``averaged`` (a copy of ``model``) tracks the exponential
+    moving average of the weights after every step. Its decay ramps up as
+    ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (counted from ``first_step``), so the
+    average does not drag the random initial weights along for the first few epochs.
+
+    Returns the summed loss and the number of correct predictions, over the epoch.
+    """
+    model.train()
+    n = len(y)
+    ema = config.ema_decay and averaged is not None and averaged is not model
+    if ema:
+        params, averages = list(model.parameters()), list(averaged.parameters())
+    order = torch.randperm(n, generator=generator).to(x.device)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for step, i in enumerate(range(0, n, config.batch_size), start=first_step):
+        idx = order[i:i + config.batch_size]
+        images = shifted(x[idx], config.shift, generator)
+        logits = model(_layout(images))
+        loss = F.cross_entropy(logits, y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema:
+            with torch.no_grad():
+                decay = min(config.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(averages, params, 1 - decay)
+        # Accumulated on the device: no synchronisation per batch.
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y[idx]).sum()
+        if progress is not None:
+            progress(min(i + config.batch_size, n))
+    return loss_sum.item(), int(correct.item())
 
 
 def _stopped(rows: list[dict[str, float]], best: dict[str, Any], config: TrainConfig) -> bool:

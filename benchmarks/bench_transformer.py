@@ -1,0 +1,77 @@
+"""Inference time of the Transformer in float16, bfloat16 and float32, side by side.
+
+    python benchmarks/bench_transformer.py [--min-run-time SECONDS]
+
+Same weights (the trained ones from results/transformer.pt when present, else the random
+initialisation), same inputs; median times from torch.utils.benchmark, and the ratio to
+float32 measured in the same run. Also times one matrix product of the feed-forward size
+in each dtype, which is where the differences come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import torch
+from torch.utils import benchmark
+
+from book.io import load_torch
+from book.paths import RESULTS_DIR
+from book.transformer import DTYPES, ReversalTask, Transformer, inference_times
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f
+                     if line.startswith("model name")]
+        return names[0]
+    except (OSError, IndexError):
+        return platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--min-run-time", type=float, default=1.0,
+                        help="seconds of measurement per case (default 1)")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"torch {torch.__version__} on {device} "
+          f"({torch.cuda.get_device_name() if device == 'cuda' else _cpu_name()}), "
+          f"{torch.get_num_threads()} threads")
+
+    task = ReversalTask()
+    model = Transformer(task.vocab, task.vocab, dtype=torch.float32, max_len=task.max_len + 2)
+    ckpt = RESULTS_DIR / "transformer.pt"
+    if ckpt.exists():
+        model.load_state_dict(load_torch(ckpt)["model"])
+        print(f"weights: {ckpt.name}")
+    else:
+        print("weights: random initialisation (no trained checkpoint found)")
+    model.to(device)
+    data = task.data()
+
+    for batch in (1, 64):
+        src = data["src_test"][:batch].to(device)
+        tgt = data["tgt_test"][:batch, :-1].to(device)
+        table = inference_times(model, src, tgt, min_run_time=args.min_run_time)
+        print(f"\none forward pass, batch {batch}, S={src.shape[1]}, T={tgt.shape[1]}")
+        print(table.to_string(float_format=lambda v: f"{v:8.3f}"))
+
+    rows, n = [], 64 * 11
+    print(f"\nmatrix product [{n} x 256] @ [256 x 1024] (the first feed-forward layer)")
+    for dtype in DTYPES:
+        x = torch.randn(n, 256, device=device).to(dtype)
+        w = torch.randn(1024, 256, device=device).to(dtype)
+        timer = benchmark.Timer(stmt="torch.nn.functional.linear(x, w)",
+                                globals={"x": x, "w": w, "torch": torch})
+        rows.append((dtype, timer.blocked_autorange(min_run_time=args.min_run_time).median))
+    base = dict(rows)[torch.float32]
+    for dtype, t in rows:
+        print(f"{str(dtype).removeprefix('torch.'):>9} {t * 1e3:8.3f} ms  {t / base:6.2f} x fp32  "
+              f"{2 * n * 256 * 1024 / t / 1e9:7.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
