@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 __all__ = ["confusion_matrix", "plot_confusion", "plot_curves", "plot_misclassified",
@@ -33,9 +34,11 @@ def plot_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
             ax.plot(h["epoch"], h[f"test_{key}"] * scale, color=colour, ls="--",
                     label=f"{label}, test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
+    for axis in (ax_loss.yaxis.set_major_formatter, ax_loss.yaxis.set_minor_formatter):
+        axis(ticker.FormatStrFormatter("%g"))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     low = min(min(h["train_acc"].min(), h["test_acc"].min()) for h in histories.values())
-    ax_acc.set_ylim(max(100 * low - 0.5, 90), 100)
+    ax_acc.set_ylim(np.floor(100 * low) - 0.5, 100)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)

@@ -6,9 +6,11 @@ else: no per-sample PIL conversion, no collation.
 
 Convergence rule: after every epoch the model is scored on a validation split held out from the
 60,000 training images (never on the test set). Training stops when the validation loss has not
-improved for ``patience`` epochs in a row, and the weights of the best validation epoch are
-kept. The learning rate is multiplied by ``lr_factor`` whenever the validation loss fails to
-improve for more than ``lr_patience`` epochs, so the weights settle.
+improved by more than ``min_delta`` (a fraction of the best loss so far) for ``patience`` epochs
+in a row, and the weights of the best validation epoch are kept. The learning rate is
+multiplied by ``lr_factor`` whenever the validation loss fails to improve (in the same sense)
+for more than ``lr_patience`` epochs, so the weights settle. The weights that are scored and
+kept are an exponential moving average of the trained ones (``ema_decay``).
 
 A run is checkpointed after every epoch (``results/<name>.ckpt``); calling :func:`train` again
 resumes an interrupted run exactly where it stopped, and a finished run
@@ -48,10 +50,11 @@ class TrainConfig:
     """Everything that decides the outcome of a run (stored with its results)."""
 
     batch_size: int = 256
-    lr: float = 3e-3  # Adam
+    lr: float = 1e-2  # Adam
     weight_decay: float = 0.0
     max_epochs: int = 40
-    patience: int = 2  # epochs without a better validation loss before stopping
+    patience: int = 3  # epochs without a better validation loss before stopping
+    min_delta: float = 0.02  # "better" means lower by more than this fraction of the best
     lr_factor: float = 0.3  # the learning rate is multiplied by this ...
     lr_patience: int = 0  # ... after more than this many epochs without a better validation loss
     val_size: int = 5_000  # held out from the 60,000 training images
@@ -67,6 +70,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
+        if not 0 <= self.min_delta < 1:
+            raise ValueError(f"TrainConfig.min_delta must lie in [0, 1), got {self.min_delta!r}")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"TrainConfig.lr_factor must lie in (0, 1), got {self.lr_factor!r}")
         if not isinstance(self.lr_patience, int) or self.lr_patience < 0:
@@ -271,7 +276,8 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.lr_patience, threshold=0)
+        optimizer, factor=config.lr_factor, patience=config.lr_patience,
+        threshold=config.min_delta, threshold_mode="rel")
     shuffle = torch.Generator().manual_seed(config.seed + 1)
     rows: list[dict[str, float]] = []
     # The weights that are scored and kept: the model itself, or a moving average of it.
@@ -309,7 +315,7 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
                          "lr": optimizer.param_groups[0]["lr"],
                          "seconds": time.perf_counter() - start})
             scheduler.step(val_loss)
-            if val_loss < best["loss"]:
+            if val_loss < best["loss"] * (1 - config.min_delta):
                 best = {"loss": val_loss, "epoch": epoch,
                         "state": copy.deepcopy(averaged.state_dict())}
             save_torch(ckpt_path, {"identity": identity, "model": model.state_dict(),

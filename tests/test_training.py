@@ -70,11 +70,23 @@ def test_changed_config_is_not_reused(mnist, tmp_path):
 
 
 def test_stops_when_validation_loss_stalls(mnist, tmp_path):
-    config = TrainConfig(train_limit=500, val_size=500, max_epochs=30, patience=1, lr=0.05)
+    config = TrainConfig(train_limit=500, val_size=500, max_epochs=30, patience=1, lr=0.05,
+                         min_delta=0.0)
     result = train("stall", LeNet5, mnist, config, results_dir=tmp_path, progress=False)
     best = result.history["val_loss"].idxmin() + 1
     assert result.best_epoch == best
     assert result.epochs == best + 1 < 30  # stopped one epoch after the best, not at the cap
+
+
+def test_small_improvements_do_not_count(mnist, tmp_path):
+    config = TrainConfig(train_limit=500, val_size=500, max_epochs=30, patience=2,
+                         min_delta=0.5)
+    result = train("coarse", LeNet5, mnist, config, results_dir=tmp_path, progress=False)
+    losses = result.history["val_loss"].tolist()
+    best = losses[result.best_epoch - 1]
+    # Every epoch after the kept one failed to beat it by half; the kept one did beat all before.
+    assert all(loss >= best * 0.5 for loss in losses[result.best_epoch:])
+    assert result.epochs == result.best_epoch + 2
 
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("lr", -1.0), ("shift", 20),
