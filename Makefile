@@ -55,7 +55,7 @@ bench: data
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
 lint: $(STAMP)
-	$(BIN)/ruff check book tests benchmarks
+	$(BIN)/ruff check book tests benchmarks tools
 
 clean:
 	rm -rf _build
