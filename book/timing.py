@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["median_seconds"]
+__all__ = ["benchmark_module", "median_seconds"]
 
 
-def _benchmark():
+def benchmark_module():
+    """``torch.utils.benchmark``, imported without its irrelevant CUDA-toolkit warning."""
     # Importing torch.utils.benchmark makes torch.utils.cpp_extension log a warning when no
     # CUDA toolkit is installed; it is irrelevant to timing and would land in stored outputs.
     logger = logging.getLogger("torch.utils.cpp_extension")
@@ -31,6 +32,6 @@ def median_seconds(fn: Callable[[], object], min_run_time: float = 1.0) -> float
     """
     if min_run_time <= 0:
         raise ValueError(f"min_run_time must be positive, got {min_run_time!r}")
-    timer = _benchmark().Timer(stmt="fn()", globals={"fn": fn},
+    timer = benchmark_module().Timer(stmt="fn()", globals={"fn": fn},
                                num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median

@@ -22,7 +22,6 @@ softmax and LayerNorm each get their own row); containers only reshape.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from torch import nn
 from book.io import load_json, load_torch, save_json, save_torch
 from book.opcount import OP_KINDS, register_counter
 from book.paths import RESULTS_DIR
+from book.timing import benchmark_module
 
 __all__ = [
     "BLOCKS", "BOS", "DTYPES", "EOS", "PAD",
@@ -986,15 +986,7 @@ def inference_times(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
     with copies of the same weights cast to each dtype (``model`` is left as it is); the
     ratio column is relative to float32.
     """
-    # Importing torch.utils.benchmark logs a warning on machines without a CUDA toolkit;
-    # silence that one logger while importing, so the book's outputs stay clean.
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from torch.utils import benchmark
-    finally:
-        logger.setLevel(level)
+    benchmark = benchmark_module()
 
     rows = []
     for dtype in dtypes:
