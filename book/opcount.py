@@ -649,13 +649,15 @@ def plot_layer_ops(tables: dict, *, kinds=("mults", "adds")):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    names = {"mults": "multiplications", "adds": "additions", "comparisons": "comparisons"}
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6), squeeze=False)
     for ax, (title, table) in zip(axes[0], tables.items(), strict=True):
         rows = table[table[list(kinds)].sum(axis=1) > 0]
         x = np.arange(len(rows))
         width = 0.8 / len(kinds)
         for i, kind in enumerate(kinds):
-            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, rows[kind], width, label=kind)
+            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, rows[kind], width,
+                   label=names.get(kind, kind))
         ax.set_xticks(x, rows["layer"], rotation=45, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel("operations (batch of 1)")
@@ -666,33 +668,34 @@ def plot_layer_ops(tables: dict, *, kinds=("mults", "adds")):
 
 
 def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 256)):
-    """Separable / regular ratios. Left: against ``C_out`` for square kernels
-    ``kernel_sizes``; right: against the kernel side ``K`` for the ``fixed_c_out``.
-    Multiplications solid (they do not depend on ``C_in``), additions without bias dashed
-    (for the given ``C_in``)."""
+    """Separable / regular ratios for square ``k x k`` kernels (kernel area ``K = k**2``).
+    Left: against ``C_out`` for the kernel sides ``kernel_sizes``; right: against the kernel
+    side ``k`` for the ``fixed_c_out``. Multiplications solid (they do not depend on
+    ``C_in``), additions without bias dashed (for the given ``C_in``)."""
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     c_out_values, kernel_sides = list(c_out_values), range(1, 12)
     for k in kernel_sizes:
         (line,) = left.plot(c_out_values, [float(mults_ratio(c, k, k)) for c in c_out_values],
-                            label=f"mults, {k}x{k}")
+                            label=f"mults, ${k} \\times {k}$")
         left.plot(c_out_values, [float(adds_ratio(c_in, c, k, k)) for c in c_out_values], "--",
-                  color=line.get_color(), label=f"adds, {k}x{k}")
+                  color=line.get_color(), label=f"adds, ${k} \\times {k}$")
     for c in fixed_c_out:
         (line,) = right.plot(kernel_sides, [float(mults_ratio(c, k, k)) for k in kernel_sides],
-                             label=f"mults, C_out={c}")
+                             label=f"mults, $C_\\mathrm{{out}} = {c}$")
         right.plot(kernel_sides, [float(adds_ratio(c_in, c, k, k)) for k in kernel_sides], "--",
-                   color=line.get_color(), label=f"adds, C_out={c}")
+                   color=line.get_color(), label=f"adds, $C_\\mathrm{{out}} = {c}$")
     left.set_xscale("log", base=2)
-    left.set_xlabel("C_out")
-    right.set_xlabel("kernel side K (a K x K kernel)")
+    left.set_xlabel(r"output channels $C_\mathrm{out}$")
+    right.set_xlabel(r"kernel side $k$ (a $k \times k$ kernel, $K = k^2$)")
     left.set_ylabel("separable / regular")
-    left.set_title(f"against C_out (additions: C_in = {c_in})", fontsize=10)
-    right.set_title(f"against K (additions: C_in = {c_in})", fontsize=10)
+    left.set_title(rf"against $C_\mathrm{{out}}$ (additions: $C_\mathrm{{in}} = {c_in}$)",
+                   fontsize=10)
+    right.set_title(rf"against $k$ (additions: $C_\mathrm{{in}} = {c_in}$)", fontsize=10)
     for ax in (left, right):
         ax.set_yscale("log")
         ax.axhline(1, color="grey", linewidth=0.8)
-        ax.legend(fontsize=8, ncol=2)
+        ax.legend(fontsize=8, ncol=2, framealpha=0.9)
     fig.tight_layout()
     return fig

@@ -34,8 +34,9 @@ def plot_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
             ax.plot(h["epoch"], h[f"test_{key}"] * scale, color=colour, ls="--",
                     label=f"{label}, test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
-    for axis in (ax_loss.yaxis.set_major_formatter, ax_loss.yaxis.set_minor_formatter):
-        axis(ticker.FormatStrFormatter("%g"))
+    ax_loss.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+    ax_loss.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax_loss.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     low = min(min(h["train_acc"].min(), h["test_acc"].min()) for h in histories.values())
     ax_acc.set_ylim(np.floor(100 * low) - 0.5, 100)
@@ -69,9 +70,10 @@ def plot_confusion(counts: np.ndarray, title: str = "") -> Figure:
     np.fill_diagonal(errors, np.nan)
     fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="constrained")
     image = ax.imshow(errors, cmap="Reds")
+    dark = 0.6 * np.nanmax(errors) if np.nanmax(errors) > 0 else np.inf
     for (i, j), n in np.ndenumerate(counts):
-        ax.text(j, i, f"{n}", ha="center", va="center", fontsize=7,
-                color="black" if i != j else "tab:blue",
+        colour = "tab:blue" if i == j else ("white" if errors[i, j] > dark else "black")
+        ax.text(j, i, f"{n}", ha="center", va="center", fontsize=8, color=colour,
                 fontweight="bold" if i == j else "normal")
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
            title=title or "Test-set confusion matrix (diagonal: correct)")

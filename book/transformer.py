@@ -1,8 +1,9 @@
 """The 16-bit Transformer of Problem 2: one encoder layer, one decoder layer, 8 heads.
 
-Written from the equations of the assignment (numbers in brackets): sinusoidal positions
-(10, 11), scaled dot-product attention (12) with an additive mask (16), multi-head attention,
-residual + LayerNorm after each sub-layer (13, 15) and the ReLU feed-forward network (14).
+Written from the equations of the assignment hand-out; "(A10)" means its equation (10):
+sinusoidal positions (A10, A11), scaled dot-product attention (A12) with an additive mask
+(A16), cross-attention (A17), multi-head attention, residual + LayerNorm after each
+sub-layer (A13, A15) and the ReLU feed-forward network (A14).
 The layout is post-norm, as in ``torch.nn.Transformer`` with ``norm_first=False``, including
 the final LayerNorm that ``nn.Transformer`` puts after its encoder and after its decoder, so
 that :meth:`Transformer.load_torch_weights` reproduces PyTorch's outputs. There is no dropout.
@@ -62,7 +63,7 @@ def _check_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class PositionalEncoding(nn.Module):
-    """Adds the sinusoids of equations (10) and (11) to ``x`` of shape ``[B, L, d_model]``.
+    """Adds the sinusoids of equations (A10) and (A11) to ``x`` of shape ``[B, L, d_model]``.
 
     The table is computed once in float64 and rounded once to the model's dtype; it is a
     constant, not part of the forward pass.
@@ -76,8 +77,8 @@ class PositionalEncoding(nn.Module):
         two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # 2i = 0, 2, ..., d_model - 2
         angle = pos / 10000 ** (two_i / d_model)  # (max_len, d_model / 2)
         pe = torch.empty(max_len, d_model, dtype=torch.float64)
-        pe[:, 0::2] = torch.sin(angle)  # (10)
-        pe[:, 1::2] = torch.cos(angle)  # (11)
+        pe[:, 0::2] = torch.sin(angle)  # (A10)
+        pe[:, 1::2] = torch.cos(angle)  # (A11)
         self.register_buffer("pe", pe.to(_check_dtype(dtype)), persistent=False)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -187,7 +188,7 @@ class KeyPaddingMask(nn.Module):
 
 
 class CausalMask(nn.Module):
-    """Adds the causal mask ``M`` of equation (16) to a key padding mask.
+    """Adds the causal mask ``M`` of equation (A16) to a key padding mask.
 
     ``[B, 1, 1, T] -> [B, 1, T, T]``; ``M[i, j] = -inf`` for ``j > i`` (a position must not
     see the future), else 0.
@@ -207,7 +208,7 @@ class CausalMask(nn.Module):
 
 
 class ScaledDotProductAttention(nn.Module):
-    """Equations (12) and (16): ``softmax(Q K^T / sqrt(d_k) + M) V`` for every head.
+    """Equations (A12) and (A16): ``softmax(Q K^T / sqrt(d_k) + M) V`` for every head.
 
     ``q``: ``[B, h, Lq, d_k]``, ``k`` and ``v``: ``[B, h, Lk, d_k]``, ``mask``: additive,
     broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. The factor ``1/sqrt(d_k)``
@@ -227,7 +228,7 @@ class ScaledDotProductAttention(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         a = self.scores(self.scale(q), k.transpose(-2, -1))  # (B, h, Lq, Lk)
         if mask is not None:
-            a = self.mask(a, mask)  # (16)
+            a = self.mask(a, mask)  # (A16)
         return self.context(self.softmax(a), v)  # (B, h, Lq, d_k)
 
 
@@ -271,7 +272,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Equation (14): ``max(0, x W_1 + b_1) W_2 + b_2``, ``d_model -> d_ff -> d_model``."""
+    """Equation (A14): ``max(0, x W_1 + b_1) W_2 + b_2``, ``d_model -> d_ff -> d_model``."""
 
     def __init__(self, d_model: int, d_ff: int, dtype: torch.dtype = torch.float16):
         super().__init__()
@@ -294,8 +295,8 @@ class EncoderLayer(nn.Module):
         self.add2, self.norm2 = Add(), LayerNorm(d_model, dtype=dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.norm1(self.add1(x, self.self_attn(x, x, x, mask)))  # (13)
-        return self.norm2(self.add2(x, self.ffn(x)))  # (15)
+        x = self.norm1(self.add1(x, self.self_attn(x, x, x, mask)))  # (A13)
+        return self.norm2(self.add2(x, self.ffn(x)))  # (A15)
 
 
 class DecoderLayer(nn.Module):
@@ -314,9 +315,9 @@ class DecoderLayer(nn.Module):
 
     def forward(self, y: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None,
                 memory_mask: torch.Tensor | None) -> torch.Tensor:
-        y = self.norm1(self.add1(y, self.self_attn(y, y, y, self_mask)))  # (16), (13)
-        y = self.norm2(self.add2(y, self.cross_attn(y, memory, memory, memory_mask)))  # (17)
-        return self.norm3(self.add3(y, self.ffn(y)))  # (14), (15)
+        y = self.norm1(self.add1(y, self.self_attn(y, y, y, self_mask)))  # (A16), (A13)
+        y = self.norm2(self.add2(y, self.cross_attn(y, memory, memory, memory_mask)))  # (A17)
+        return self.norm3(self.add3(y, self.ffn(y)))  # (A14), (A15)
 
 
 class Transformer(nn.Module):
