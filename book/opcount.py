@@ -660,6 +660,7 @@ def plot_layer_ops(tables: dict, *, kinds=("mults", "adds")):
                    label=names.get(kind, kind))
         ax.set_xticks(x, rows["layer"], rotation=45, ha="right")
         ax.set_yscale("log")
+        ax.set_ylim(top=6 * float(rows[list(kinds)].to_numpy().max()))  # room for the legend
         ax.set_ylabel("operations (batch of 1)")
         ax.set_title(title)
         ax.legend()
@@ -693,9 +694,11 @@ def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 2
     left.set_title(rf"against $C_\mathrm{{out}}$ (additions: $C_\mathrm{{in}} = {c_in}$)",
                    fontsize=10)
     right.set_title(rf"against $k$ (additions: $C_\mathrm{{in}} = {c_in}$)", fontsize=10)
-    for ax in (left, right):
+    # one column per kernel / C_out: multiplications above, additions below
+    for ax, columns, loc in ((left, len(kernel_sizes), "lower left"),
+                             (right, len(fixed_c_out), "upper right")):
         ax.set_yscale("log")
         ax.axhline(1, color="grey", linewidth=0.8)
-        ax.legend(fontsize=8, ncol=2, framealpha=0.9)
+        ax.legend(fontsize=8, ncol=columns, loc=loc, framealpha=0.9, columnspacing=1.0)
     fig.tight_layout()
     return fig
