@@ -234,6 +234,11 @@ class _Progress:
             print(text, flush=True)
 
 
+def _bar(fraction: float, width: int = 30) -> str:
+    filled = round(fraction * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
 def _paths(results_dir: Path, name: str) -> tuple[Path, Path, Path]:
     return (results_dir / f"{name}.json", results_dir / f"{name}.pt", results_dir / f"{name}.ckpt")
 
@@ -305,8 +310,8 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
             loss_sum, correct = train_epoch(
                 model, optimizer, splits.train_x, splits.train_y, config, shuffle, averaged,
                 (epoch - 1) * math.ceil(n / config.batch_size),
-                lambda done, epoch=epoch: report(f"{name}: epoch {epoch}, {done:,}/{n:,} images",
-                                                 detail=True))
+                lambda done, epoch=epoch: report(
+                    f"{name}: epoch {epoch} {_bar(done / n)} {done:,}/{n:,} images", detail=True))
             val_loss, val_acc = evaluate(averaged, splits.val_x, splits.val_y)
             test_loss, test_acc = evaluate(averaged, splits.test_x, splits.test_y)
             rows.append({"epoch": epoch, "train_loss": loss_sum / n,
