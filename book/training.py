@@ -38,8 +38,8 @@ from .data import MNISTTensors
 from .io import load_json, load_torch, save_json, save_torch
 from .paths import RESULTS_DIR
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "normalise", "shifted", "split", "train",
-           "train_epoch"]
+__all__ = ["Split", "TrainConfig", "TrainResult", "evaluate", "normalise", "shifted", "split",
+           "train", "train_epoch"]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds"]
@@ -128,6 +128,11 @@ class Split:
     mean: float
     std: float
 
+    @property
+    def background(self) -> float:
+        """The standardised value of a blank (0) pixel, exactly as :func:`normalise` makes it."""
+        return normalise(torch.zeros(1, 1, 1, dtype=torch.uint8), self.mean, self.std).item()
+
 
 def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """``uint8 [N, 28, 28]`` to standardised ``float32 [N, 1, 28, 28]``."""
@@ -171,16 +176,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss_sum / len(y), correct / len(y)
 
 
-def shifted(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+def shifted(images: torch.Tensor, shift: int, generator: torch.Generator, *,
+            fill: float) -> torch.Tensor:
     """Move each image ``[N, 1, H, W]`` by its own random offset of at most ``shift`` pixels
-    along each axis, filling with the background (the images' minimum, that is a blank pixel).
+    along each axis, filling the uncovered border with ``fill`` (a blank pixel's value).
 
     One gather for the whole batch: an index grid per image, no per-sample Python loop.
     """
     if shift == 0:
         return images
     n, _, h, w = images.shape
-    padded = F.pad(images, (shift, shift, shift, shift), value=images.min().item())
+    padded = F.pad(images, (shift, shift, shift, shift), value=fill)
     dy, dx = (torch.randint(0, 2 * shift + 1, (2, n, 1), generator=generator)
               .to(images.device))
     rows = (dy + torch.arange(h, device=images.device))[:, :, None]  # (N, H, 1)
@@ -311,7 +317,8 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
                 model, optimizer, splits.train_x, splits.train_y, config, shuffle, averaged,
                 (epoch - 1) * math.ceil(n / config.batch_size),
                 lambda done, epoch=epoch: report(
-                    f"{name}: epoch {epoch} {_bar(done / n)} {done:,}/{n:,} images", detail=True))
+                    f"{name}: epoch {epoch} {_bar(done / n)} {done:,}/{n:,} images", detail=True),
+                fill=splits.background)
             val_loss, val_acc = evaluate(averaged, splits.val_x, splits.val_y)
             test_loss, test_acc = evaluate(averaged, splits.test_x, splits.test_y)
             rows.append({"epoch": epoch, "train_loss": loss_sum / n,
@@ -355,8 +362,12 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                 y: torch.Tensor, config: TrainConfig, generator: torch.Generator,
                 averaged: nn.Module | None = None, first_step: int = 0,
-                progress: Callable[[int], None] | None = None) -> tuple[float, int]:
+                progress: Callable[[int], None] | None = None, *,
+                fill: float) -> tuple[float, int]:
     """One pass over ``(x, y)`` in shuffled mini-batches, drawn by index from memory.
+
+    ``fill`` is the value of a blank pixel in ``x`` (:attr:`Split.background`), used for the
+    border that the random shifts uncover.
 
     With ``config.ema_decay > 0``, ``averaged`` (a copy of ``model``) tracks the exponential
     moving average of the weights after every step. Its decay ramps up as
@@ -375,7 +386,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     for step, i in enumerate(range(0, n, config.batch_size), start=first_step):
         idx = order[i:i + config.batch_size]
-        images = shifted(x[idx], config.shift, generator)
+        images = shifted(x[idx], config.shift, generator, fill=fill)
         logits = model(_layout(images))
         loss = F.cross_entropy(logits, y[idx])
         optimizer.zero_grad(set_to_none=True)
