@@ -174,7 +174,7 @@ def mathjax_version() -> str:
 
 
 @pytest.mark.parametrize("docname", PAGES)
-def test_page_renders_offline(docname: str, server: str, browser) -> None:
+def test_page_renders_offline(docname: str, server: str, browser, sphinx_ext) -> None:
     url = f"{server}{docname}.html"
     browser.get_log("browser")  # drop what earlier pages logged
     browser.get(url)
@@ -202,8 +202,9 @@ def test_page_renders_offline(docname: str, server: str, browser) -> None:
     assert source in facts["links"], f"{docname}: no download link to {source}"
     with urllib.request.urlopen(source) as response:
         assert response.status == 200
-    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    assert repository in facts["links"], f"{docname}: no link to the repository"
+    configured = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    repository = sphinx_ext.repository_address(ROOT, configured)
+    assert repository in facts["links"], f"{docname}: no link to the repository {repository}"
 
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     name = docname.replace("/", "_")
