@@ -39,3 +39,6 @@ def test_the_link_follows_the_clones_hosted_origin(sphinx_ext, tmp_path: Path) -
     assert sphinx_ext.repository_address(tmp_path, CONFIGURED) == CONFIGURED  # a local path
     git(tmp_path, "remote", "set-url", "origin", "https://bot:token@github.com/team/book.git")
     assert sphinx_ext.repository_address(tmp_path, CONFIGURED) == "https://github.com/team/book"
+    # A copy of the book inside another repository is not that repository.
+    (tmp_path / "copy").mkdir()
+    assert sphinx_ext.repository_address(tmp_path / "copy", CONFIGURED) == CONFIGURED

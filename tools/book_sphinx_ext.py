@@ -65,10 +65,17 @@ def web_address(remote: str) -> str | None:
 
 
 def repository_address(source_dir: str | Path, configured: str) -> str:
-    """Where the repository button should point for a book built from ``source_dir``."""
+    """Where the repository button should point for a book built from ``source_dir``: the
+    hosted ``origin`` of the clone whose top level is ``source_dir``, else ``configured``."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
     try:
-        remote = subprocess.run(["git", "-C", str(source_dir), "remote", "get-url", "origin"],
-                                capture_output=True, text=True, check=True).stdout
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(source_dir).resolve():
+            return configured  # a copy of the book inside some other repository
+        remote = git("remote", "get-url", "origin")
     except (OSError, subprocess.CalledProcessError):  # no git, not a clone, or no origin
         return configured
     return web_address(remote) or configured
