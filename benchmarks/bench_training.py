@@ -20,7 +20,7 @@ import argparse
 import copy
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,14 @@ def ours_epoch(model: torch.nn.Module, averaged: torch.nn.Module,
     return time.perf_counter() - start
 
 
+def fresh(make: Callable[[], torch.nn.Module], config: TrainConfig,
+          memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The same seeded initial model for every contender, with its Adam optimizer."""
+    torch.manual_seed(0)
+    model = make().to(memory_format=memory_format)
+    return model, torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
 def epoch_speed(repeats: int) -> None:
     config = TrainConfig()
     data = load_mnist()
@@ -78,19 +86,13 @@ def epoch_speed(repeats: int) -> None:
           f"{torch.get_num_threads()} threads; the same model trained on, best of {repeats} "
           "consecutive epochs")
     for make in (LeNet5, LeNet5DSC):
-        torch.manual_seed(0)
-        model = make()
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model, optimizer = fresh(make, config, torch.contiguous_format)  # as tutorials have it
         base = min(plain_epoch(model, optimizer, loader) for _ in range(repeats))
-        torch.manual_seed(0)
-        model = make().to(memory_format=torch.channels_last)
+        model, optimizer = fresh(make, config, torch.channels_last)  # as book.training has it
         averaged = copy.deepcopy(model)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         ours = min(ours_epoch(model, averaged, optimizer, splits, config)
                    for _ in range(repeats))
-        torch.manual_seed(0)
-        model = make().to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model, optimizer = fresh(make, config, torch.channels_last)
         alone = min(plain_epoch(model, optimizer, batches) for _ in range(repeats))
         verdict = "meets" if base / ours >= 4 else "MISSES"
         print(f"  {make.__name__:9s}  DataLoader+ToTensor/Normalize {base:6.2f} s   "
@@ -119,6 +121,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-convergence", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     print(f"torch {torch.__version__}, device "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
     epoch_speed(args.repeats)
