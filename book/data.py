@@ -73,19 +73,23 @@ def _md5(path: Path) -> str:
 def verify_mnist(root: Path | str = DATA_DIR) -> None:
     """Check that the four idx files exist and match their published md5.
 
-    Raises :class:`MNISTError` naming the first file that is missing or wrong, and saying how to
-    fix it.
+    Raises :class:`MNISTError` naming every file that is missing or wrong (all of them in one
+    message), and saying how to fix each.
     """
+    problems = []
     for name, expected in MD5.items():
         path = raw_dir(root) / name
         if not path.is_file():
-            raise MNISTError(f"MNIST file {path} is missing; run `make data` "
-                             "(or `python -m book.data`) to build it")
+            problems.append(f"MNIST file {path} is missing; run `make data` "
+                            "(or `python -m book.data`) to build it")
+            continue
         actual = _md5(path)
         if actual != expected:
-            raise MNISTError(f"MNIST file {path} is damaged or truncated "
-                             f"({path.stat().st_size:,} bytes, md5 {actual}, "
-                             f"expected {expected}); {FIX}")
+            problems.append(f"MNIST file {path} is damaged or truncated "
+                            f"({path.stat().st_size:,} bytes, md5 {actual}, "
+                            f"expected {expected}); {FIX}")
+    if problems:
+        raise MNISTError("\n".join(problems))
 
 
 def _packaged_pickle() -> Path:

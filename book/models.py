@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .checks import positive_int
+
 __all__ = ["DepthwiseSeparableConv2d", "LeNet5", "LeNet5DSC", "parameter_table"]
 
 
@@ -26,17 +28,14 @@ class DepthwiseSeparableConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  padding: int | tuple[int, int] = 0, bias: bool = True) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int("in_channels", in_channels)
+        positive_int("out_channels", out_channels)
         self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding,
                                    groups=in_channels, bias=bias)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
-
-
 
 
 class LeNet5(nn.Module):

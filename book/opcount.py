@@ -1,52 +1,47 @@
 """Exact multiplication and addition counts: by forward hooks, and in closed form.
 
-Convention (the assignment's): one output element of a convolution needs
-``C_in/groups * K_h * K_w`` multiplications and one fewer additions; one output of a linear
-layer ``in_features`` multiplications and ``in_features - 1`` additions. ``bias=True`` adds one
-addition per output element of every layer that has a bias. ``pooling=True`` counts a ``k x k``
-average pool as ``k*k - 1`` additions and one multiplication (by ``1/k^2``) per output, a max
-pool as ``k*k - 1`` comparisons; with ``pooling=False`` pooling layers are listed with zeros,
-like the activations, which count zero in this convention. Padded positions are counted like
-any other, as the hardware does them. All counts are for the whole batch of the forward pass.
+The book's own convention, with ``bias`` and ``pooling`` as the switches between its variants
+(both off, the default, gives the earlier report's numbers): one output element of a
+convolution needs ``C_in/groups * K_h * K_w`` multiplications and one fewer additions
+(equation opc-conv), one output of a linear layer ``in_features`` multiplications and
+``in_features - 1`` additions. ``bias=True`` adds one addition per output element of every
+layer that has a bias. ``pooling=True`` counts a ``k x k`` average pool as ``k*k - 1``
+additions and one multiplication (by ``1/k^2``) per output, a max pool as ``k*k - 1``
+comparisons; with ``pooling=False`` pooling layers are listed with zeros, like the
+activations, which always count zero. Padded positions are counted like any other, as the
+hardware does them. All counts are for the whole batch of the forward pass.
 
 :func:`count_ops` counts from the shapes one forward pass actually produced; :func:`conv2d_ops`,
 :func:`linear_ops` and :func:`pool2d_ops` are the closed forms it must agree with, and
 :func:`pytorch_flops` is PyTorch's own count (``FlopCounterMode``: FLOPs = 2 x multiplications
-for convolutions and linear layers). The last part maps the counts of a regular convolution to
-those of the depthwise-separable convolution with the same output (Part d).
+for convolutions and linear layers). Part d's maps are in :mod:`book.separable_map`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from collections.abc import Callable
-from fractions import Fraction
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from book.checks import is_int, positive_int
+
 __all__ = [
     "OP_KINDS",
-    "adds_ratio",
     "closed_form_ops",
     "conv2d_ops",
     "conv_output_size",
+    "count_conv",
+    "count_linear",
     "count_ops",
+    "int_tuple",
     "linear_ops",
-    "mults_ratio",
-    "ops_ratio",
-    "plot_layer_ops",
-    "plot_ratios",
     "pool2d_ops",
     "pytorch_flops",
     "register_counter",
-    "separable_adds_from_regular",
-    "separable_conv2d_ops",
-    "separable_mults_from_regular",
-    "separable_ops_from_regular",
     "summarize",
 ]
 
@@ -103,15 +98,15 @@ def _first_tensor(value) -> torch.Tensor | None:
 
 
 @register_counter(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def _count_conv(module, inputs, output, *, bias, pooling):
-    per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+def count_conv(module, inputs, output, *, bias, pooling):
+    per_output = module.in_channels // module.groups * math.prod(module.kernel_size)  # (opc-conv)
     n = output.numel()  # N * C_out * (output positions)
     has_bias = bias and module.bias is not None
     return {"mults": n * per_output, "adds": n * (per_output - 1) + (n if has_bias else 0)}
 
 
 @register_counter(nn.Linear)
-def _count_linear(module, inputs, output, *, bias, pooling):
+def count_linear(module, inputs, output, *, bias, pooling):
     n = output.numel()  # N * ... * out_features
     has_bias = bias and module.bias is not None
     return {"mults": n * module.in_features,
@@ -122,53 +117,38 @@ _POOL_DIMS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
               nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
 
 
-def _window(module) -> int:
-    """Elements in one pooling window (``kernel_size`` may be an int for every dimension)."""
-    kernel = module.kernel_size
-    if isinstance(kernel, tuple):
-        return math.prod(kernel)
-    dims = next(d for cls, d in _POOL_DIMS.items() if isinstance(module, cls))
-    return kernel**dims
+def _window_total(module, inputs, output) -> int:
+    """Sum over all outputs of the size of their pooling window. An adaptive pool's windows
+    vary in size; a fixed pool's ``kernel_size`` may be one int for every dimension."""
+    kernel = getattr(module, "kernel_size", None)
+    if kernel is None:  # adaptive
+        dims = output.dim() - 2 if output.dim() > 2 else 1
+        per_plane = 1
+        for n_in, n_out in zip(inputs[0].shape[-dims:], output.shape[-dims:], strict=True):
+            # PyTorch's window i is [floor(i*n_in/n_out), ceil((i+1)*n_in/n_out))
+            per_plane *= sum(-((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out
+                             for i in range(n_out))
+        return per_plane * (output.numel() // math.prod(output.shape[-dims:]))
+    if not isinstance(kernel, tuple):
+        kernel = (kernel,) * next(d for cls, d in _POOL_DIMS.items() if isinstance(module, cls))
+    return output.numel() * math.prod(kernel)
 
 
-@register_counter(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+@register_counter(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                  nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 def _count_avg_pool(module, inputs, output, *, bias, pooling):
     if not pooling:
         return {}
-    n = output.numel()
-    return {"adds": n * (_window(module) - 1), "mults": n}
+    n = output.numel()  # one multiplication by 1/(window size) per output
+    return {"adds": _window_total(module, inputs, output) - n, "mults": n}
 
 
-@register_counter(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+@register_counter(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                  nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 def _count_max_pool(module, inputs, output, *, bias, pooling):
     if not pooling:
         return {}
-    return {"comparisons": output.numel() * (_window(module) - 1)}
-
-
-def _adaptive_window_total(inputs, output) -> int:
-    """Sum over all outputs of the window size of an adaptive pool (windows vary in size)."""
-    dims = output.dim() - 2 if output.dim() > 2 else 1
-    per_plane = 1
-    for n_in, n_out in zip(inputs[0].shape[-dims:], output.shape[-dims:], strict=True):
-        # PyTorch's window i is [floor(i*n_in/n_out), ceil((i+1)*n_in/n_out))
-        per_plane *= sum(-((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out for i in range(n_out))
-    return per_plane * (output.numel() // math.prod(output.shape[-dims:]))
-
-
-@register_counter(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-def _count_adaptive_avg_pool(module, inputs, output, *, bias, pooling):
-    if not pooling:
-        return {}
-    n = output.numel()
-    return {"adds": _adaptive_window_total(inputs, output) - n, "mults": n}
-
-
-@register_counter(nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-def _count_adaptive_max_pool(module, inputs, output, *, bias, pooling):
-    if not pooling:
-        return {}
-    return {"comparisons": _adaptive_window_total(inputs, output) - output.numel()}
+    return {"comparisons": _window_total(module, inputs, output) - output.numel()}
 
 
 @register_counter(
@@ -178,7 +158,7 @@ def _count_adaptive_max_pool(module, inputs, output, *, bias, pooling):
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
 )
 def _count_zero(module, inputs, output, *, bias, pooling):
-    """Activations count zero by the assignment's convention; the others do no arithmetic
+    """Activations count zero by the book's convention; the others do no arithmetic
     (dropout is the identity at inference, an embedding is a table lookup)."""
     return {}
 
@@ -236,14 +216,10 @@ class _ArithmeticGuard(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _make_inputs(model: nn.Module, inputs) -> tuple:
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
-    elif isinstance(inputs, (tuple, list, torch.Size)) and inputs and all(map(_is_int, inputs)):
+    elif isinstance(inputs, (tuple, list, torch.Size)) and inputs and all(map(is_int, inputs)):
         shape = tuple(int(s) for s in inputs)
         if min(shape) <= 0:
             raise ValueError(f"inputs: every size of the shape must be positive, got {shape}")
@@ -341,7 +317,7 @@ def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = F
                 raise TypeError(
                     f"no operation counter for {type(module).__qualname__} ({where}); register "
                     "one with book.opcount.register_counter rather than count it as zero")
-            if counter is _count_conv:
+            if counter is count_conv:
                 _check_conv_input(name, module, args)
         return hook
 
@@ -384,7 +360,7 @@ def _checked_counts(counter, name, module, args, output, bias, pooling) -> dict:
     if not isinstance(counts, dict) or not set(counts) <= set(OP_KINDS):
         raise TypeError(f"{where} must return a dict with keys from {OP_KINDS}, got {counts!r}")
     for kind, value in counts.items():
-        if not _is_int(value) or value < 0:
+        if not is_int(value) or value < 0:
             raise ValueError(f"{where} returned {kind}={value!r}; expected a non-negative int")
     return {k: int(v) for k, v in counts.items()}
 
@@ -463,16 +439,12 @@ def closed_form_ops(model: nn.Module, inputs, *, bias: bool = False):
 
 # --------------------------------------------------------------------------- closed forms
 
-def _positive(name: str, value) -> int:
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _tuple(name: str, value, dims: int, *, minimum: int = 1) -> tuple[int, ...]:
-    values = (value,) * dims if _is_int(value) else tuple(value) if isinstance(
+def int_tuple(name: str, value, dims: int, *, minimum: int = 1) -> tuple[int, ...]:
+    """``value`` (an int for every dimension, or ``dims`` ints) as a tuple of ``dims`` ints of
+    at least ``minimum``; ``ValueError`` names the argument otherwise."""
+    values = (value,) * dims if is_int(value) else tuple(value) if isinstance(
         value, (tuple, list, torch.Size)) else None
-    if values is None or len(values) != dims or not all(map(_is_int, values)):
+    if values is None or len(values) != dims or not all(map(is_int, values)):
         raise ValueError(f"{name} must be an int or {dims} ints, got {value!r}")
     if min(values) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
@@ -483,15 +455,15 @@ def _tuple(name: str, value, dims: int, *, minimum: int = 1) -> tuple[int, ...]:
 def conv_output_size(input_size, kernel_size, *, stride=1, padding=0, dilation=1):
     """Output size of a convolution (or pooling) over ``input_size`` (an int for a square 2-D
     input, or one int per spatial dimension); ``ValueError`` names the bad argument."""
-    dims = 2 if _is_int(input_size) else len(input_size) if isinstance(
+    dims = 2 if is_int(input_size) else len(input_size) if isinstance(
         input_size, (tuple, list, torch.Size)) else 0
     if dims == 0:
         raise ValueError(f"input_size must be an int or a tuple of ints, got {input_size!r}")
-    size = _tuple("input_size", input_size, dims)
-    kernel = _tuple("kernel_size", kernel_size, dims)
-    stride = _tuple("stride", stride, dims)
-    padding = _tuple("padding", padding, dims, minimum=0)
-    dilation = _tuple("dilation", dilation, dims)
+    size = int_tuple("input_size", input_size, dims)
+    kernel = int_tuple("kernel_size", kernel_size, dims)
+    stride = int_tuple("stride", stride, dims)
+    padding = int_tuple("padding", padding, dims, minimum=0)
+    dilation = int_tuple("dilation", dilation, dims)
     out = []
     for axis, (n, k, s, p, d) in enumerate(zip(size, kernel, stride, padding, dilation,
                                                strict=True)):
@@ -509,39 +481,26 @@ def conv2d_ops(in_channels, out_channels, input_size, kernel_size, *, stride=1, 
     """Multiplications and additions of ``nn.Conv2d`` on ``[batch, in_channels, *input_size]``:
     every output element costs ``in_channels/groups * K_h * K_w`` multiplications and one
     fewer additions, plus one addition with ``bias``."""
-    in_channels = _positive("in_channels", in_channels)
-    out_channels = _positive("out_channels", out_channels)
-    groups = _positive("groups", groups)
-    batch = _positive("batch", batch)
+    in_channels = positive_int("in_channels", in_channels)
+    out_channels = positive_int("out_channels", out_channels)
+    groups = positive_int("groups", groups)
+    batch = positive_int("batch", batch)
     for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
         if channels % groups:
             raise ValueError(f"{name} ({channels}) must be divisible by groups ({groups})")
-    h_out, w_out = conv_output_size(_tuple("input_size", input_size, 2), kernel_size,
+    h_out, w_out = conv_output_size(int_tuple("input_size", input_size, 2), kernel_size,
                                     stride=stride, padding=padding, dilation=dilation)
-    k_h, k_w = _tuple("kernel_size", kernel_size, 2)
-    per_output = in_channels // groups * k_h * k_w
+    k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
+    per_output = in_channels // groups * k_h * k_w  # (opc-conv)
     n = batch * out_channels * h_out * w_out
     return {"mults": n * per_output, "adds": n * (per_output - 1) + (n if bias else 0)}
-
-
-def separable_conv2d_ops(in_channels, out_channels, input_size, kernel_size, *, stride=1,
-                         padding=0, dilation=1, bias=False, batch=1) -> dict[str, int]:
-    """The depthwise ``K_h x K_w`` convolution (``groups=in_channels``, with the given stride,
-    padding and dilation) followed by the pointwise ``1x1`` one: the sum of both stages."""
-    depthwise = conv2d_ops(in_channels, in_channels, input_size, kernel_size, stride=stride,
-                           padding=padding, dilation=dilation, groups=in_channels, bias=bias,
-                           batch=batch)
-    size = conv_output_size(_tuple("input_size", input_size, 2), kernel_size, stride=stride,
-                            padding=padding, dilation=dilation)
-    pointwise = conv2d_ops(in_channels, out_channels, size, 1, bias=bias, batch=batch)
-    return {k: depthwise[k] + pointwise[k] for k in ("mults", "adds")}
 
 
 def linear_ops(in_features, out_features, *, bias=False, batch=1) -> dict[str, int]:
     """``nn.Linear`` on ``batch`` rows: ``in_features`` multiplications and ``in_features - 1``
     additions per output, plus one addition with ``bias``."""
-    in_features = _positive("in_features", in_features)
-    n = _positive("batch", batch) * _positive("out_features", out_features)
+    in_features = positive_int("in_features", in_features)
+    n = positive_int("batch", batch) * positive_int("out_features", out_features)
     return {"mults": n * in_features, "adds": n * (in_features - 1) + (n if bias else 0)}
 
 
@@ -551,89 +510,17 @@ def pool2d_ops(channels, input_size, kernel_size, *, stride=None, padding=0, mod
     one multiplication per output; a maximum ``K_h*K_w - 1`` comparisons."""
     if mode not in ("avg", "max"):
         raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
-    k_h, k_w = _tuple("kernel_size", kernel_size, 2)
-    h_out, w_out = conv_output_size(_tuple("input_size", input_size, 2), (k_h, k_w),
+    k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
+    h_out, w_out = conv_output_size(int_tuple("input_size", input_size, 2), (k_h, k_w),
                                     stride=(k_h, k_w) if stride is None else stride,
                                     padding=padding)
-    n = _positive("batch", batch) * _positive("channels", channels) * h_out * w_out
+    n = positive_int("batch", batch) * positive_int("channels", channels) * h_out * w_out
     if mode == "max":
         return {"comparisons": n * (k_h * k_w - 1)}
     return {"mults": n, "adds": n * (k_h * k_w - 1)}
 
 
-# --------------------------------------------------------------------------- Part d: mapping
-# A regular K_h x K_w convolution C_in -> C_out and its separable replacement (depthwise
-# K_h x K_w with the same stride/padding/dilation, then pointwise 1x1) produce the same
-# P = N * H_out * W_out output positions per channel. With K = K_h * K_w and b = 1 with bias:
-#   regular:   mults x = C_out P C_in K         adds = C_out P (C_in K - 1 + b)
-#   separable: mults y = C_in P K + C_out P C_in
-#              adds    = C_in P (K - 1 + b) + C_out P (C_in - 1 + b)
-# Every map below divides the separable count by the regular one: P cancels.
-
-def _exact(value: Fraction) -> int | Fraction:
-    return value.numerator if value.denominator == 1 else value
-
-
-def _count(name: str, value) -> int:
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int (an operation count), got {value!r}")
-    return int(value)
-
-
-def mults_ratio(c_out, k_h, k_w) -> Fraction:
-    """Separable / regular multiplications: ``1/C_out + 1/(K_h K_w)`` (Howard et al., 2017)."""
-    return Fraction(1, _positive("c_out", c_out)) + Fraction(
-        1, _positive("k_h", k_h) * _positive("k_w", k_w))
-
-
-def adds_ratio(c_in, c_out, k_h, k_w, *, bias=False) -> Fraction:
-    """Separable / regular additions:
-    ``(C_in (K - 1 + b) + C_out (C_in - 1 + b)) / (C_out (C_in K - 1 + b))``, ``K = K_h K_w``.
-    With ``bias`` it equals :func:`mults_ratio`; without it the ratio is undefined for a
-    1x1 convolution of one channel, which adds nothing."""
-    c_in, c_out = _positive("c_in", c_in), _positive("c_out", c_out)
-    k, b = _positive("k_h", k_h) * _positive("k_w", k_w), int(bool(bias))
-    if c_in * k - 1 + b == 0:
-        raise ValueError("adds_ratio is undefined for c_in=1, k_h=k_w=1 without bias: the "
-                         "regular convolution does no additions")
-    return Fraction(c_in * (k - 1 + b) + c_out * (c_in - 1 + b), c_out * (c_in * k - 1 + b))
-
-
-def ops_ratio(c_in, c_out, k_h, k_w, *, bias=False) -> Fraction:
-    """Separable / regular operations (multiplications + additions):
-    ``(C_in (2K - 1 + b) + C_out (2 C_in - 1 + b)) / (C_out (2 C_in K - 1 + b))``."""
-    c_in, c_out = _positive("c_in", c_in), _positive("c_out", c_out)
-    k, b = _positive("k_h", k_h) * _positive("k_w", k_w), int(bool(bias))
-    return Fraction(c_in * (2 * k - 1 + b) + c_out * (2 * c_in - 1 + b),
-                    c_out * (2 * c_in * k - 1 + b))
-
-
-def separable_mults_from_regular(x, c_out, k_h, k_w) -> int | Fraction:
-    """``y = x (1/C_out + 1/(K_h K_w))``: the multiplications of the separable convolution from
-    the ``x`` multiplications of the regular one (an int whenever ``x`` is a real count)."""
-    return _exact(_count("x", x) * mults_ratio(c_out, k_h, k_w))
-
-
-def separable_adds_from_regular(x_add, c_in, c_out, k_h, k_w, *, bias=False) -> int | Fraction:
-    """The additions of the separable convolution from the ``x_add`` additions of the regular
-    one: ``x_add * adds_ratio(...)``. Unlike multiplications this needs ``C_in``."""
-    x_add = _count("x_add", x_add)
-    c_in, c_out = _positive("c_in", c_in), _positive("c_out", c_out)
-    k_h, k_w = _positive("k_h", k_h), _positive("k_w", k_w)
-    if c_in == 1 and k_h * k_w == 1 and not bias:
-        if x_add:
-            raise ValueError(f"x_add must be 0 for c_in=1, k_h=k_w=1 without bias, got {x_add}")
-        return 0  # neither convolution adds anything
-    return _exact(x_add * adds_ratio(c_in, c_out, k_h, k_w, bias=bias))
-
-
-def separable_ops_from_regular(x_ops, c_in, c_out, k_h, k_w, *, bias=False) -> int | Fraction:
-    """Operations (multiplications + additions) of the separable convolution from the
-    ``x_ops`` of the regular one: ``x_ops * ops_ratio(...)``."""
-    return _exact(_count("x_ops", x_ops) * ops_ratio(c_in, c_out, k_h, k_w, bias=bias))
-
-
-# --------------------------------------------------------------------------- tables, figures
+# --------------------------------------------------------------------------- tables
 
 def summarize(table, kinds=("mults", "adds")):
     """The per-layer table of :func:`count_ops` reduced to ``kinds``, with a ``total`` row."""
@@ -642,63 +529,3 @@ def summarize(table, kinds=("mults", "adds")):
     rows = table[["layer", "kind", *kinds]]
     total = pd.DataFrame([{"layer": "total", "kind": "", **{k: int(rows[k].sum()) for k in kinds}}])
     return pd.concat([rows, total], ignore_index=True)
-
-
-def plot_layer_ops(tables: dict, *, kinds=("mults", "adds")):
-    """One bar chart per net: the operations of every layer that does any (log scale)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = {"mults": "multiplications", "adds": "additions", "comparisons": "comparisons"}
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6), squeeze=False)
-    for ax, (title, table) in zip(axes[0], tables.items(), strict=True):
-        rows = table[table[list(kinds)].sum(axis=1) > 0]
-        x = np.arange(len(rows))
-        width = 0.8 / len(kinds)
-        for i, kind in enumerate(kinds):
-            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, rows[kind], width,
-                   label=names.get(kind, kind))
-        ax.set_xticks(x, rows["layer"], rotation=45, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylim(top=6 * float(rows[list(kinds)].to_numpy().max()))  # room for the legend
-        ax.set_ylabel("operations (batch of 1)")
-        ax.set_title(title)
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 256)):
-    """Separable / regular ratios for square ``k x k`` kernels (kernel area ``K = k**2``).
-    Left: against ``C_out`` for the kernel sides ``kernel_sizes``; right: against the kernel
-    side ``k`` for the ``fixed_c_out``. Multiplications solid (they do not depend on
-    ``C_in``), additions without bias dashed (for the given ``C_in``)."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    c_out_values, kernel_sides = list(c_out_values), range(1, 12)
-    for k in kernel_sizes:
-        (line,) = left.plot(c_out_values, [float(mults_ratio(c, k, k)) for c in c_out_values],
-                            label=f"mults, ${k} \\times {k}$")
-        left.plot(c_out_values, [float(adds_ratio(c_in, c, k, k)) for c in c_out_values], "--",
-                  color=line.get_color(), label=f"adds, ${k} \\times {k}$")
-    for c in fixed_c_out:
-        (line,) = right.plot(kernel_sides, [float(mults_ratio(c, k, k)) for k in kernel_sides],
-                             label=f"mults, $C_\\mathrm{{out}} = {c}$")
-        right.plot(kernel_sides, [float(adds_ratio(c_in, c, k, k)) for k in kernel_sides], "--",
-                   color=line.get_color(), label=f"adds, $C_\\mathrm{{out}} = {c}$")
-    left.set_xscale("log", base=2)
-    left.set_xlabel(r"output channels $C_\mathrm{out}$")
-    right.set_xlabel(r"kernel side $k$ (a $k \times k$ kernel, $K = k^2$)")
-    left.set_ylabel("separable / regular")
-    left.set_title(rf"against $C_\mathrm{{out}}$ (additions: $C_\mathrm{{in}} = {c_in}$)",
-                   fontsize=10)
-    right.set_title(rf"against $k$ (additions: $C_\mathrm{{in}} = {c_in}$)", fontsize=10)
-    # one column per kernel / C_out: multiplications above, additions below
-    for ax, columns, loc in ((left, len(kernel_sizes), "lower left"),
-                             (right, len(fixed_c_out), "upper right")):
-        ax.set_yscale("log")
-        ax.axhline(1, color="grey", linewidth=0.8)
-        ax.legend(fontsize=8, ncol=columns, loc=loc, framealpha=0.9, columnspacing=1.0)
-    fig.tight_layout()
-    return fig

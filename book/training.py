@@ -12,34 +12,44 @@ multiplied by ``lr_factor`` whenever the validation loss fails to improve (in th
 for more than ``lr_patience`` epochs, so the weights settle. The weights that are scored and
 kept are an exponential moving average of the trained ones (``ema_decay``).
 
-A run is checkpointed after every epoch (``results/<name>.ckpt``); calling :func:`train` again
-resumes an interrupted run exactly where it stopped, and a finished run
-(``results/<name>.json`` and ``results/<name>.pt``) is loaded instead of retrained unless
-``retrain=True``. The returned :class:`TrainResult` is the same whichever of the three happened.
+Files follow the book's run protocol (:mod:`book.runs`): a checkpoint after every epoch
+(``results/<name>.ckpt``), so calling :func:`train` again resumes an interrupted run exactly
+where it stopped; a finished run (``results/<name>.json`` and ``results/<name>.pt``) with the
+same identity (model structure and source, this file's source, the data's checksums, the
+configuration) is loaded instead of retrained unless ``retrain=True``. The returned
+:class:`TrainResult` is the same whichever of the three happened.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
+import numbers
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import MNISTTensors
-from .io import load_json, load_torch, save_json, save_torch
+from .checks import non_negative_int, positive_float, positive_int
+from .data import MD5, MNISTTensors
+from .hardware import default_device
 from .paths import RESULTS_DIR
+from .progress import Progress, bar
+from .runs import Run, code_digest
 
-__all__ = ["Split", "TrainConfig", "TrainResult", "evaluate", "normalise", "shifted", "split",
-           "train", "train_epoch"]
+__all__ = ["HISTORY_COLUMNS", "Split", "TrainConfig", "TrainResult", "confusion_matrix",
+           "evaluate", "normalise", "predict", "run_identity", "shifted", "split", "train",
+           "train_epoch"]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds"]
@@ -64,25 +74,32 @@ class TrainConfig:
     train_limit: int | None = None  # use only this many training images (for quick tests)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_epochs", "patience", "val_size"):
+        def fraction(name: str, low: float, high: float, *, closed_low: bool) -> None:
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr!r}")
-        if not 0 <= self.min_delta < 1:
-            raise ValueError(f"TrainConfig.min_delta must lie in [0, 1), got {self.min_delta!r}")
-        if not 0 < self.lr_factor < 1:
-            raise ValueError(f"TrainConfig.lr_factor must lie in (0, 1), got {self.lr_factor!r}")
-        if not isinstance(self.lr_patience, int) or self.lr_patience < 0:
-            raise ValueError("TrainConfig.lr_patience must be a non-negative int, "
-                             f"got {self.lr_patience!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
+                (low <= value if closed_low else low < value) and value < high)
+            if not ok:
+                interval = f"{'[' if closed_low else '('}{low:g}, {high:g})"
+                raise ValueError(f"TrainConfig.{name} must lie in {interval}, got {value!r}")
+            object.__setattr__(self, name, float(value))  # np.float32 -> float, for JSON
+
+        for name in ("batch_size", "max_epochs", "patience", "val_size"):
+            positive_int(f"TrainConfig.{name}", getattr(self, name))
+        object.__setattr__(self, "lr", positive_float("TrainConfig.lr", self.lr))
+        fraction("weight_decay", 0, math.inf, closed_low=True)
+        fraction("min_delta", 0, 1, closed_low=True)
+        fraction("lr_factor", 0, 1, closed_low=False)
+        fraction("ema_decay", 0, 1, closed_low=True)
+        non_negative_int("TrainConfig.lr_patience", self.lr_patience)
+        non_negative_int("TrainConfig.seed", self.seed)
         if not isinstance(self.shift, int) or not 0 <= self.shift < 14:
             raise ValueError(f"TrainConfig.shift must be an int in [0, 14), got {self.shift!r}")
-        if self.train_limit is not None and self.train_limit <= 0:
-            raise ValueError(f"TrainConfig.train_limit must be positive, got {self.train_limit!r}")
+        if self.train_limit is not None:
+            positive_int("TrainConfig.train_limit", self.train_limit)
+        for name in ("batch_size", "max_epochs", "patience", "val_size", "lr_patience", "seed",
+                     "train_limit"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, int(getattr(self, name)))
 
 
 @dataclass
@@ -176,6 +193,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss_sum / len(y), correct / len(y)
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """Predicted classes of ``model`` for images ``[N, 1, 28, 28]``, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor,
+                     classes: int = 10) -> np.ndarray:
+    """``counts[true, predicted]`` as an int array ``[classes, classes]``."""
+    flat = labels.cpu().long() * classes + predicted.cpu().long()
+    return torch.bincount(flat, minlength=classes * classes).reshape(classes, classes).numpy()
+
+
 def shifted(images: torch.Tensor, shift: int, generator: torch.Generator, *,
             fill: float) -> torch.Tensor:
     """Move each image ``[N, 1, H, W]`` by its own random offset of at most ``shift`` pixels
@@ -200,58 +234,15 @@ def _layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class _Progress:
-    """One line that rewrites itself in Jupyter; silent elsewhere unless ``verbose``."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.handle = None
-        self.enabled = enabled
-        self.last = -math.inf
-        if not enabled:
-            return
-        try:
-            from IPython import get_ipython
-            from IPython.display import Pretty, display
-        except ImportError:
-            return
-        if get_ipython() is not None:
-            self.pretty = Pretty
-            self.handle = display(Pretty(""), display_id=True)
-
-    def __call__(self, text: str, *, detail: bool = False) -> None:
-        """Show ``text``; ``detail`` lines are shown in Jupyter only, at most 4 times a second."""
-        if self.handle is not None:
-            now = time.monotonic()
-            if not detail or now - self.last >= 0.25:
-                self.handle.update(self.pretty(text))
-                self.last = now
-        elif self.enabled and not detail:
-            print(text, flush=True)
-
-    def close(self, text: str = "") -> None:
-        # The final state of the line is what a stored notebook keeps: a deterministic summary.
-        if self.handle is not None:
-            self.handle.update(self.pretty(text))
-        elif self.enabled and text:
-            print(text, flush=True)
-
-
-def _bar(fraction: float, width: int = 30) -> str:
-    filled = round(fraction * width)
-    return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def _paths(results_dir: Path, name: str) -> tuple[Path, Path, Path]:
-    return (results_dir / f"{name}.json", results_dir / f"{name}.pt", results_dir / f"{name}.ckpt")
-
-
-def _identity(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
-    return {"model": type(model).__name__,
+def run_identity(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
+    """Everything that decides a run's result: the model's structure and the source of the
+    module defining it, this training code, the data's checksums and the configuration."""
+    return {"model": type(model).__qualname__,
+            "structure": repr(model),
             "parameters": sum(p.numel() for p in model.parameters()),
+            "model_code": code_digest(inspect.getmodule(type(model))),
+            "training_code": code_digest(sys.modules[__name__]),
+            "data_md5": MD5,
             "config": dataclasses.asdict(config)}
 
 
@@ -264,24 +255,19 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
     ``name`` names the result files in ``results_dir``. ``on_epoch_end(epoch, history)`` is
     called after each epoch's checkpoint is written (tests use it to interrupt a run).
     """
-    if not name or "/" in name:
-        raise ValueError(f"name must be a plain file stem such as 'lenet5', got {name!r}")
-    results_dir = Path(results_dir)
-    json_path, weights_path, ckpt_path = _paths(results_dir, name)
-    device = _device()
+    device = default_device()
     torch.manual_seed(config.seed)
     model = make_model().to(device).to(memory_format=torch.channels_last)
-    identity = _identity(model, config)
+    run = Run(name, run_identity(model, config), results_dir, retrain=retrain)
+    report = Progress(progress)
 
-    if retrain:
-        ckpt_path.unlink(missing_ok=True)
-    elif json_path.exists() and weights_path.exists():
-        stored = load_json(json_path)
-        if stored.get("identity") == identity:
-            model.load_state_dict(load_torch(weights_path))
-            result = _result(name, model, stored, config, "reused")
-            _Progress(progress).close(result.summary())
-            return result
+    found = run.finished()
+    if found is not None:
+        record, weights = found
+        model.load_state_dict(weights)
+        result = _result(name, model, record, config, "reused")
+        report.close(result.summary())
+        return result
 
     splits = split(data, config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
@@ -296,18 +282,16 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
     best = {"loss": math.inf, "epoch": 0, "state": copy.deepcopy(averaged.state_dict())}
     status = "fresh"
 
-    if ckpt_path.exists():
-        ckpt = load_torch(ckpt_path)
-        if ckpt["identity"] == identity:
-            model.load_state_dict(ckpt["model"])
-            averaged.load_state_dict(ckpt["averaged"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            shuffle.set_state(ckpt["shuffle"])
-            rows, best = ckpt["rows"], ckpt["best"]
-            status = "resumed"
+    ckpt = run.checkpoint()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        averaged.load_state_dict(ckpt["averaged"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        shuffle.set_state(ckpt["shuffle"])
+        rows, best = ckpt["rows"], ckpt["best"]
+        status = "resumed"
 
-    report = _Progress(progress)
     n = len(splits.train_y)
     try:
         while not _stopped(rows, best, config):
@@ -317,7 +301,7 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
                 model, optimizer, splits.train_x, splits.train_y, config, shuffle, averaged,
                 (epoch - 1) * math.ceil(n / config.batch_size),
                 lambda done, epoch=epoch: report(
-                    f"{name}: epoch {epoch} {_bar(done / n)} {done:,}/{n:,} images", detail=True),
+                    f"{name}: epoch {epoch} {bar(done / n)} {done:,}/{n:,} images", detail=True),
                 fill=splits.background)
             val_loss, val_acc = evaluate(averaged, splits.val_x, splits.val_y)
             test_loss, test_acc = evaluate(averaged, splits.test_x, splits.test_y)
@@ -330,11 +314,10 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
             if val_loss < best["loss"] * (1 - config.min_delta):
                 best = {"loss": val_loss, "epoch": epoch,
                         "state": copy.deepcopy(averaged.state_dict())}
-            save_torch(ckpt_path, {"identity": identity, "model": model.state_dict(),
-                                   "averaged": averaged.state_dict(),
-                                   "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(),
-                                   "shuffle": shuffle.get_state(), "rows": rows, "best": best})
+            run.save_checkpoint({"model": model.state_dict(), "averaged": averaged.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(),
+                                 "shuffle": shuffle.get_state(), "rows": rows, "best": best})
             report(f"{name}: epoch {epoch}: validation loss {val_loss:.4f}, "
                    f"accuracy {val_acc:.2%} (best epoch {best['epoch']})")
             if on_epoch_end is not None:
@@ -346,15 +329,11 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
 
     model.load_state_dict(best["state"])
     best_row = rows[best["epoch"] - 1]
-    stored = {"identity": identity, "history": rows, "best_epoch": best["epoch"],
-              "epochs": len(rows), "test_acc": best_row["test_acc"],
-              "test_loss": best_row["test_loss"],
-              "seconds": sum(row["seconds"] for row in rows),
-              "mean": splits.mean, "std": splits.std}
-    save_torch(weights_path, {k: v.cpu() for k, v in model.state_dict().items()})
-    save_json(json_path, stored)
-    ckpt_path.unlink(missing_ok=True)
-    result = _result(name, model, stored, config, status)
+    record = run.finish(model.state_dict(), {
+        "history": rows, "best_epoch": best["epoch"], "epochs": len(rows),
+        "test_acc": best_row["test_acc"], "test_loss": best_row["test_loss"],
+        "seconds": sum(row["seconds"] for row in rows), "mean": splits.mean, "std": splits.std})
+    result = _result(name, model, record, config, status)
     report.close(result.summary())
     return result
 

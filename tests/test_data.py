@@ -75,3 +75,15 @@ def test_missing_files_are_rebuilt_atomically(tmp_path):
 def test_missing_file_message(tmp_path):
     with pytest.raises(MNISTError, match="missing"):
         verify_mnist(tmp_path)
+
+
+def test_every_damaged_file_is_named_in_one_run(tmp_path):
+    folder = _copy_raw(tmp_path)
+    damaged = ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    for name in damaged:
+        (folder / name).write_bytes(b"garbage")
+    with pytest.raises(MNISTError) as err:
+        verify_mnist(tmp_path)
+    message = str(err.value)
+    assert all(name in message for name in damaged)
+    assert "train-labels-idx1-ubyte" not in message  # intact files are not accused

@@ -1,38 +1,29 @@
 """Operation counts: hooks, closed forms and PyTorch's FlopCounterMode agree, exactly."""
 
-from fractions import Fraction
-
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from strategies import MNIST, SETTINGS, conv_configs, totals
 from torch import nn
 
 from book import opcount
 from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
 from book.opcount import (
     OP_KINDS,
-    adds_ratio,
     closed_form_ops,
     conv2d_ops,
     conv_output_size,
     count_ops,
     linear_ops,
-    mults_ratio,
-    ops_ratio,
     pool2d_ops,
     pytorch_flops,
     register_counter,
-    separable_adds_from_regular,
-    separable_conv2d_ops,
-    separable_mults_from_regular,
-    separable_ops_from_regular,
 )
-
-MNIST = (1, 1, 28, 28)
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+from book.plots import plot_layer_ops
 
 
 @pytest.fixture
@@ -42,10 +33,6 @@ def registry():
     yield
     opcount._COUNTERS.clear()
     opcount._COUNTERS.update(saved)
-
-
-def totals(table):
-    return int(table["mults"].sum()), int(table["adds"].sum())
 
 
 # --------------------------------------------------------------------------- LeNet-5 totals
@@ -60,7 +47,7 @@ POOL_OUTPUTS = 6 * 14 * 14 + 16 * 5 * 5
     (LeNet5, 416_520, 410_002),
     (LeNet5DSC, 62_144, 54_226),
 ])
-def test_lenet_totals_match_the_assignment(model, mults, adds):
+def test_lenet_totals_match_the_earlier_report(model, mults, adds):
     torch.manual_seed(0)
     net = model()
     assert totals(count_ops(net, MNIST)) == (mults, adds)
@@ -127,24 +114,6 @@ def test_lenet_layers_agree_with_closed_forms_and_flop_counter():
         assert flops[""] == 2 * int(closed["mults"].sum())
 
 
-@st.composite
-def conv_configs(draw):
-    groups = draw(st.integers(1, 3))
-    c_in = groups * draw(st.integers(1, 3))
-    c_out = groups * draw(st.integers(1, 3))
-    k_h, k_w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    # an input at least as large as the padded kernel span, so the layer is valid
-    h = draw(st.integers(max(1, dilation[0] * (k_h - 1) + 1 - 2 * padding[0]), 12))
-    w = draw(st.integers(max(1, dilation[1] * (k_w - 1) + 1 - 2 * padding[1]), 12))
-    batch = draw(st.integers(1, 3))
-    return dict(c_in=c_in, c_out=c_out, k=(k_h, k_w), stride=stride, padding=padding,
-                dilation=dilation, groups=groups, size=(h, w), batch=batch,
-                bias=draw(st.booleans()))
-
-
 @SETTINGS
 @given(conv_configs())
 def test_conv_hooks_closed_form_and_flop_counter_agree(cfg):
@@ -190,47 +159,19 @@ def test_pooling_counts():
         0, "comparisons"] == 2 * (7 * 5 - 15)
 
 
-# --------------------------------------------------------------------------- Part d mapping
+# --------------------------------------------------------------------------- figure
 
-@SETTINGS
-@given(conv_configs())
-def test_mapping_matches_hook_counts(cfg):
-    c_in, c_out, (k_h, k_w) = cfg["c_in"], cfg["c_out"], cfg["k"]
-    common = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"])
-    regular = nn.Conv2d(c_in, c_out, (k_h, k_w), **common)
-    separable = nn.Sequential(nn.Conv2d(c_in, c_in, (k_h, k_w), groups=c_in, **common),
-                              nn.Conv2d(c_in, c_out, 1))
-    shape, bias = (cfg["batch"], c_in, *cfg["size"]), cfg["bias"]
-    x_mult, x_add = totals(count_ops(regular, shape, bias=bias))
-    y_mult, y_add = totals(count_ops(separable, shape, bias=bias))
-    assert separable_mults_from_regular(x_mult, c_out, k_h, k_w) == y_mult
-    assert separable_adds_from_regular(x_add, c_in, c_out, k_h, k_w, bias=bias) == y_add
-    assert separable_ops_from_regular(x_mult + x_add, c_in, c_out, k_h, k_w,
-                                      bias=bias) == y_mult + y_add
-    closed = separable_conv2d_ops(c_in, c_out, cfg["size"], (k_h, k_w), bias=bias,
-                                  batch=cfg["batch"], **common)
-    assert closed == {"mults": y_mult, "adds": y_add}
-
-
-def test_mapping_on_lenet_and_exact_types():
-    # c3 of LeNet-5: 6 -> 16 channels, 5x5 kernel
-    assert separable_mults_from_regular(240_000, 16, 5, 5) == 15_000 + 9_600
-    assert separable_adds_from_regular(238_400, 6, 16, 5, 5) == 14_400 + 8_000
-    assert isinstance(separable_mults_from_regular(240_000, 16, 5, 5), int)
-    assert mults_ratio(16, 5, 5) == Fraction(41, 400)
-    assert separable_mults_from_regular(1, 16, 5, 5) == Fraction(41, 400)  # not a real count
-    assert adds_ratio(6, 16, 5, 5, bias=True) == mults_ratio(16, 5, 5)
-    assert ops_ratio(6, 16, 5, 5, bias=True) == mults_ratio(16, 5, 5)
-    assert adds_ratio(6, 16, 5, 5) != mults_ratio(16, 5, 5)
-    assert separable_adds_from_regular(0, 1, 7, 1, 1) == 0  # neither adds anything
-    with pytest.raises(ValueError, match="undefined"):
-        adds_ratio(1, 7, 1, 1)
-    with pytest.raises(ValueError, match="x_add must be 0"):
-        separable_adds_from_regular(3, 1, 7, 1, 1)
-    with pytest.raises(ValueError, match="x must be a non-negative int"):
-        separable_mults_from_regular(-1, 16, 5, 5)
-    with pytest.raises(ValueError, match="c_out must be a positive int"):
-        mults_ratio(0, 5, 5)
+def test_layer_figure_draws_a_bar_for_every_kind_of_every_layer_that_does_arithmetic():
+    tables = {"regular": count_ops(LeNet5(), MNIST), "separable": count_ops(LeNet5DSC(), MNIST)}
+    fig = plot_layer_ops(tables)
+    regular, separable = fig.axes
+    assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    assert [t.get_text() for t in regular.get_xticklabels()] == ["c1", "c3", "c5", "f6", "output"]
+    assert [p.get_height() for p in regular.patches[:5]] == list(
+        tables["regular"].query("mults > 0")["mults"])
+    assert len(separable.patches) == 2 * 8  # c1.pointwise's zero additions: a bar of height 0
+    assert regular.get_title() == "regular" and regular.get_yscale() == "log"
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- failing loudly

@@ -2,11 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from book.data import load_mnist
 from book.models import LeNet5
+from book.runs import RunError
 from book.training import HISTORY_COLUMNS, TrainConfig, shifted, train
 
 # Small enough for a few seconds on two cores, large enough to learn.
@@ -69,6 +72,64 @@ def test_changed_config_is_not_reused(mnist, tmp_path):
     assert result.status == "fresh" and result.epochs == 1
 
 
+def test_numpy_numbers_in_the_config_are_stored_as_plain_numbers(mnist, tmp_path):
+    config = TrainConfig(**{**TINY.__dict__, "max_epochs": 1, "lr": np.float32(0.01),
+                            "batch_size": np.int64(128)})
+    assert type(config.lr) is float and type(config.batch_size) is int
+    result = train("np", LeNet5, mnist, config, results_dir=tmp_path, progress=False)
+    stored = json.loads((tmp_path / "np.json").read_text())["identity"]["config"]
+    assert stored["lr"] == float(np.float32(0.01)) and stored["batch_size"] == 128
+    assert train("np", LeNet5, mnist, config, results_dir=tmp_path,
+                 progress=False).status == "reused" != result.status
+
+
+class LookAlike(LeNet5):
+    """Same class name, same parameters as LeNet5; max-pooling and tanh instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.s2, self.s4, self.act = nn.MaxPool2d(2), nn.MaxPool2d(2), nn.Tanh()
+
+
+LookAlike.__name__ = LookAlike.__qualname__ = "LeNet5"
+
+
+def test_changed_architecture_with_the_same_name_and_size_is_retrained(mnist, tmp_path):
+    one_epoch = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
+    train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
+    result = train("run", LookAlike, mnist, one_epoch, results_dir=tmp_path, progress=False)
+    assert result.status == "fresh"
+    assert isinstance(result.model.s2, nn.MaxPool2d)
+
+
+def test_flipped_byte_in_stored_weights_is_refused_not_reused(mnist, tmp_path):
+    one_epoch = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
+    train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
+    path = tmp_path / "run.pt"
+    data = bytearray(path.read_bytes())
+    data[-600] ^= 0x40  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunError, match=r"run\.pt does not match"):
+        train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
+    again = train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False,
+                  retrain=True)
+    assert again.status == "fresh"
+
+
+def test_damaged_checkpoint_is_refused_not_resumed(mnist, tmp_path):
+    def stop(epoch, history):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train("run", LeNet5, mnist, TINY, results_dir=tmp_path, progress=False, on_epoch_end=stop)
+    path = tmp_path / "run.ckpt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunError, match=r"run\.ckpt is damaged"):
+        train("run", LeNet5, mnist, TINY, results_dir=tmp_path, progress=False)
+
+
 def test_stops_when_validation_loss_stalls(mnist, tmp_path):
     config = TrainConfig(train_limit=500, val_size=500, max_epochs=30, patience=1, lr=0.05,
                          min_delta=0.0)
@@ -90,7 +151,9 @@ def test_small_improvements_do_not_count(mnist, tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("batch_size", 0), ("lr", -1.0), ("shift", 20),
-                                         ("val_size", -5), ("lr_factor", 1.5)])
+                                         ("val_size", -5), ("lr_factor", 1.5),
+                                         ("lr", float("nan")), ("min_delta", "0.1"),
+                                         ("ema_decay", 1.0), ("batch_size", True)])
 def test_bad_config_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
