@@ -1,6 +1,6 @@
 """The one training loop of the book: MNIST in memory, validation-based stopping, checkpoints.
 
-The whole data set lives in memory as one normalised float tensor (on the GPU when there is
+The whole data set lives in memory as one scaled float tensor (on the GPU when there is
 one) and mini-batches are taken by index, so an epoch costs the model's arithmetic and little
 else: no per-sample PIL conversion, no collation.
 
@@ -115,8 +115,7 @@ class TrainResult:
     seconds: float  # wall-clock seconds of all epochs, training and scoring
     config: TrainConfig
     status: str  # "fresh", "resumed" or "reused": how this call obtained it
-    mean: float  # of the training pixels (0..1), used to standardise every input
-    std: float
+    std: float  # of the training pixels (0..1); every input is divided by it
 
     @property
     def epochs(self) -> int:
@@ -124,7 +123,7 @@ class TrainResult:
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """Raw ``uint8 [N, 28, 28]`` images as this model's standardised input."""
-        return normalise(images, self.mean, self.std)
+        return normalise(images, self.std)
 
     def summary(self) -> str:
         """One deterministic line: nothing in it depends on timing or on ``status``."""
@@ -134,7 +133,7 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Split:
-    """Normalised image tensors ``[N, 1, 28, 28]`` and labels for the three subsets."""
+    """Scaled image tensors ``[N, 1, 28, 28]`` and labels for the three subsets."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -142,24 +141,28 @@ class Split:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: float
     std: float
 
     @property
     def background(self) -> float:
-        """The standardised value of a blank (0) pixel, exactly as :func:`normalise` makes it."""
-        return normalise(torch.zeros(1, 1, 1, dtype=torch.uint8), self.mean, self.std).item()
+        """The value of a blank (0) pixel as :func:`normalise` makes it: exactly 0."""
+        return normalise(torch.zeros(1, 1, 1, dtype=torch.uint8), self.std).item()
 
 
-def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """``uint8 [N, 28, 28]`` to standardised ``float32 [N, 1, 28, 28]``."""
-    return ((images.float() / 255 - mean) / std).unsqueeze(1)
+def normalise(images: torch.Tensor, std: float) -> torch.Tensor:
+    """``uint8 [N, 28, 28]`` to ``float32 [N, 1, 28, 28]`` with unit standard deviation.
+
+    Only scaled, not centred: a blank pixel stays exactly 0, so the zeros that a convolution's
+    ``padding`` adds are the same as a border of background (centring would make background
+    ``-mean / std`` and the padding a mid-grey frame).
+    """
+    return (images.float() / (255 * std)).unsqueeze(1)
 
 
 def split(data: MNISTTensors, config: TrainConfig, device: torch.device | str = "cpu") -> Split:
     """Hold out ``config.val_size`` random training images (seeded) for validation.
 
-    Mean and standard deviation come from the remaining training images only.
+    The standard deviation comes from the remaining training images only.
     """
     n = len(data.train_labels)
     if config.val_size >= n:
@@ -170,14 +173,14 @@ def split(data: MNISTTensors, config: TrainConfig, device: torch.device | str = 
     if config.train_limit is not None:
         train_idx = train_idx[:config.train_limit]
     pixels = data.train_images[train_idx].float() / 255
-    mean, std = pixels.mean().item(), pixels.std().item()
+    std = pixels.std().item()
 
     def prep(images: torch.Tensor) -> torch.Tensor:
-        return normalise(images, mean, std).to(device)
+        return normalise(images, std).to(device)
 
     return Split(prep(data.train_images[train_idx]), data.train_labels[train_idx].to(device),
                  prep(data.train_images[val_idx]), data.train_labels[val_idx].to(device),
-                 prep(data.test_images), data.test_labels.to(device), mean, std)
+                 prep(data.test_images), data.test_labels.to(device), std)
 
 
 @torch.no_grad()
@@ -332,7 +335,7 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
     record = run.finish(model.state_dict(), {
         "history": rows, "best_epoch": best["epoch"], "epochs": len(rows),
         "test_acc": best_row["test_acc"], "test_loss": best_row["test_loss"],
-        "seconds": sum(row["seconds"] for row in rows), "mean": splits.mean, "std": splits.std})
+        "seconds": sum(row["seconds"] for row in rows), "std": splits.std})
     result = _result(name, model, record, config, status)
     report.close(result.summary())
     return result
@@ -395,4 +398,4 @@ def _result(name: str, model: nn.Module, stored: dict[str, Any], config: TrainCo
                        history=pd.DataFrame(stored["history"], columns=HISTORY_COLUMNS),
                        best_epoch=stored["best_epoch"], test_acc=stored["test_acc"],
                        test_loss=stored["test_loss"], seconds=stored["seconds"], config=config,
-                       status=status, mean=stored["mean"], std=stored["std"])
+                       status=status, std=stored["std"])
