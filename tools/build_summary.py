@@ -11,20 +11,13 @@ import re
 import sys
 from pathlib import Path
 
-EXECUTING = re.compile(r"Executing notebook using .*?:\s*(\S+\.ipynb)")
-EXECUTED = re.compile(r"Executed notebook in ([\d.]+) seconds")
+# myst-nb logs through Sphinx with the document as location: "<path>.ipynb: Executed ..."
+EXECUTED = re.compile(r"(\S+\.ipynb): Executed notebook in ([\d.]+) seconds")
 
 
 def executed(log: str) -> list[tuple[str, float]]:
     """``(notebook, seconds)`` in the order the build ran them."""
-    runs, current = [], None
-    for line in log.splitlines():
-        if match := EXECUTING.search(line):
-            current = Path(match.group(1)).name
-        elif (match := EXECUTED.search(line)) and current is not None:
-            runs.append((current, float(match.group(1))))
-            current = None
-    return runs
+    return [(Path(m.group(1)).name, float(m.group(2))) for m in EXECUTED.finditer(log)]
 
 
 def main() -> int:
