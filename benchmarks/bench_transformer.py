@@ -2,10 +2,10 @@
 
     python benchmarks/bench_transformer.py [--min-run-time SECONDS]
 
-Same weights (the trained ones from results/transformer.pt when present, else the random
-initialisation), same inputs; median times from torch.utils.benchmark, and the ratio to
-float32 measured in the same run. Also times one matrix product of the feed-forward size
-in each dtype, which is where the differences come from.
+Same weights (those of the finished run results/transformer.* when it matches the current
+code, else the random initialisation), same inputs; median times from torch.utils.benchmark,
+and the ratio to float32 measured in the same run. Also times one matrix product of the
+feed-forward size in each dtype, which is where the differences come from.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import argparse
 import platform
 
 import torch
-from torch.utils import benchmark
 
-from book.io import load_torch
-from book.paths import RESULTS_DIR
-from book.transformer import DTYPES, ReversalTask, Transformer, inference_times
+from book.hardware import default_device, dtype_label
+from book.reversal import ReversalTask, training_run
+from book.timing import benchmark_module
+from book.transformer import DTYPES, Transformer
+from book.transformer_dtypes import inference_times
 
 
 def _cpu_name() -> str:
@@ -36,19 +37,20 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=1.0,
                         help="seconds of measurement per case (default 1)")
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     print(f"torch {torch.__version__} on {device} "
-          f"({torch.cuda.get_device_name() if device == 'cuda' else _cpu_name()}), "
+          f"({torch.cuda.get_device_name() if device.type == 'cuda' else _cpu_name()}), "
           f"{torch.get_num_threads()} threads")
 
     task = ReversalTask()
-    model = Transformer(task.vocab, task.vocab, dtype=torch.float32, max_len=task.max_len + 2)
-    ckpt = RESULTS_DIR / "transformer.pt"
-    if ckpt.exists():
-        model.load_state_dict(load_torch(ckpt)["model"])
-        print(f"weights: {ckpt.name}")
+    model = Transformer(task.model_config(torch.float32))
+    run = training_run(task)
+    found = run.finished()
+    if found is not None:
+        model.load_state_dict(found[1])
+        print(f"weights: {run.weights_path.name}")
     else:
-        print("weights: random initialisation (no trained checkpoint found)")
+        print("weights: random initialisation (no finished run of the current code found)")
     model.to(device)
     data = task.data()
 
@@ -59,6 +61,7 @@ def main() -> None:
         print(f"\none forward pass, batch {batch}, S={src.shape[1]}, T={tgt.shape[1]}")
         print(table.to_string(float_format=lambda v: f"{v:8.3f}"))
 
+    benchmark = benchmark_module()
     rows, n = [], 64 * 11
     print(f"\nmatrix product [{n} x 256] @ [256 x 1024] (the first feed-forward layer)")
     for dtype in DTYPES:
@@ -69,7 +72,7 @@ def main() -> None:
         rows.append((dtype, timer.blocked_autorange(min_run_time=args.min_run_time).median))
     base = dict(rows)[torch.float32]
     for dtype, t in rows:
-        print(f"{str(dtype).removeprefix('torch.'):>9} {t * 1e3:8.3f} ms  {t / base:6.2f} x fp32  "
+        print(f"{dtype_label(dtype):>9} {t * 1e3:8.3f} ms  {t / base:6.2f} x fp32  "
               f"{2 * n * 256 * 1024 / t / 1e9:7.1f} GFLOP/s")
 
 

@@ -1,44 +1,32 @@
-"""The 16-bit Transformer: equations, dtypes, the fp16 hard cases, PyTorch equivalence, counts,
-and the training run's checkpoints."""
+"""The 16-bit Transformer: equations, dtypes, the fp16 hard cases, PyTorch equivalence and
+greedy decoding with a key-value cache."""
 
 import math
 
 import pytest
-import sympy
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from book.opcount import OP_KINDS, count_ops
+from book.reversal import DIGIT_OFFSET, VOCAB, attention_maps
 from book.transformer import (
-    BLOCKS,
     BOS,
     EOS,
     PAD,
     LayerNorm,
     PositionalEncoding,
-    ReversalTask,
     Softmax,
-    TrainConfig,
     Transformer,
-    activation_bytes,
-    anti_diagonal_attention,
-    attention_maps,
-    block_of,
-    closed_form_counts,
-    greedy_decode,
-    inference_times,
-    parameter_bytes,
-    train_reversal,
-    verify_against_torch,
+    TransformerConfig,
 )
+from book.transformer_dtypes import inference_times, verify_against_torch
 
 
 def tokens(batch, length, lengths=None, seed=0):
     """Random digit tokens [batch, length], right-padded to the given lengths."""
     g = torch.Generator().manual_seed(seed)
-    t = torch.randint(3, 13, (batch, length), generator=g)
+    t = torch.randint(DIGIT_OFFSET, VOCAB, (batch, length), generator=g)
     if lengths is not None:
         t[torch.arange(length) >= torch.tensor(lengths)[:, None]] = PAD
     return t
@@ -46,25 +34,27 @@ def tokens(batch, length, lengths=None, seed=0):
 
 def model_in(dtype, seed=0):
     torch.manual_seed(seed)
-    return Transformer(13, 13, dtype=dtype, max_len=16).eval()
+    return Transformer(TransformerConfig(VOCAB, VOCAB, dtype=dtype, max_len=16)).eval()
 
 
 # --- equations ----------------------------------------------------------------------------
 
 
 def test_positional_encoding_is_equations_10_and_11():
-    pe = PositionalEncoding(256, max_len=50, dtype=torch.float32).pe
+    pe = PositionalEncoding(256, max_len=50).pe
     for pos, i in ((0, 0), (1, 0), (7, 3), (49, 127), (20, 64)):
         angle = pos / 10000 ** (2 * i / 256)
         assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
         assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    pos = model_in(torch.float16).pos  # the table rounded once, float64 -> float16
+    assert pos.pe.dtype == torch.float16 and torch.equal(pos.pe, pe[:16].half())
     x = torch.zeros(2, 5, 256, dtype=torch.float16)
-    assert torch.equal(PositionalEncoding(256)(x)[1], PositionalEncoding(256).pe[:5])
+    assert torch.equal(pos(x)[1], pos.pe[:5])
 
 
 def test_layer_norm_and_softmax_match_pytorch_in_float32():
     x = torch.randn(3, 7, 256) * 3 + 1
-    ln = LayerNorm(256, dtype=torch.float32)
+    ln = LayerNorm(256)
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
@@ -146,7 +136,7 @@ def test_layer_norm_survives_large_fp16_rows():
     x = x64.half()
     xc = x - x.mean(-1, keepdim=True)
     assert torch.isinf((xc * xc).mean(-1)).any()  # the textbook fp16 variance overflows
-    y = LayerNorm(256)(x)
+    y = LayerNorm(256).half()(x)
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     ref = nn.functional.layer_norm(x.double(), (256,), eps=1e-5)
     torch.testing.assert_close(y.double(), ref, atol=1e-2, rtol=0)
@@ -190,7 +180,7 @@ def test_load_torch_weights_checks_what_it_copies():
                     dim_feedforward=1024, dropout=0.0, batch_first=True)
         return nn.Transformer(**(args | kw))
 
-    ours = Transformer(13, 13, dtype=torch.float32)
+    ours = Transformer(TransformerConfig(VOCAB, VOCAB, dtype=torch.float32))
     with pytest.raises(ValueError, match="shape"):
         ours.load_torch_weights(ref(dim_feedforward=512))
     with pytest.raises(ValueError, match="one encoder layer"):
@@ -208,11 +198,13 @@ def test_load_torch_weights_checks_what_it_copies():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="dtype"):
-        Transformer(13, 13, dtype=torch.float64)
+        TransformerConfig(13, 13, dtype=torch.float64)
     with pytest.raises(ValueError, match="divisible"):
-        Transformer(13, 13, d_model=250)
-    with pytest.raises(ValueError, match="src_vocab"):
-        Transformer(0, 13)
+        TransformerConfig(13, 13, d_model=250)
+    with pytest.raises(ValueError, match="src_vocab must be a positive int"):
+        TransformerConfig(0, 13)
+    with pytest.raises(TypeError, match="TransformerConfig"):
+        Transformer(13)
     model = model_in(torch.float32)
     with pytest.raises(ValueError, match="src must be token ids"):
         model(torch.zeros(2, 3), tokens(2, 3))
@@ -220,83 +212,7 @@ def test_bad_arguments_are_named():
         model(tokens(1, 20), tokens(1, 3))
 
 
-# --- counts -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("S", "T", "bias"), [(1, 1, False), (6, 5, False), (10, 12, True)])
-def test_count_ops_matches_the_closed_forms(S, T, bias):
-    model = model_in(torch.float32)
-    table = count_ops(model, (tokens(1, S), tokens(1, T)), bias=bias)
-    assert len(table) == 53  # 19 rows for the encoder side, 34 for the decoder side
-    got = table.groupby(table["layer"].map(block_of))[list(OP_KINDS)].sum()
-    formulas = closed_form_counts(S, T, tgt_vocab=13, bias=bias)
-    assert list(formulas) == list(BLOCKS)
-    for block in BLOCKS:
-        for kind in OP_KINDS:
-            assert got.loc[block, kind] == formulas[block][kind], (block, kind)
-    act = activation_bytes(table, torch.float16)
-    for block in BLOCKS:
-        assert act.loc[block, "activations"] == formulas[block]["activations"], block
-    assert act.loc["total", "bytes"] == 2 * sum(f["activations"] for f in formulas.values())
-    # the rows the issue asks for exist, each with its own kind
-    kinds = dict(zip(table["layer"], table["kind"], strict=False))
-    assert kinds["encoder.self_attn.attention.scores"] == "MatMul"
-    assert kinds["decoder.cross_attn.attention.softmax"] == "Softmax"
-    assert kinds["decoder.norm3"] == "LayerNorm"
-
-
-def test_closed_forms_are_polynomials_in_S_and_T():
-    S, T = sympy.symbols("S T", positive=True, integer=True)
-    f = closed_form_counts(S, T, tgt_vocab=13)
-    mults = sympy.expand(sum(b["mults"] for b in f.values()))
-    assert sympy.Poly(mults, S, T).total_degree() == 2  # attention is quadratic
-    exact = closed_form_counts(7, 4, tgt_vocab=13)
-    assert mults.subs({S: 7, T: 4}) == sum(b["mults"] for b in exact.values())
-
-
-def test_parameter_bytes():
-    model = model_in(torch.float16)
-    table = parameter_bytes(model)
-    total = sum(p.numel() for p in model.parameters())
-    assert table.loc["total", "parameters"] == total
-    assert table.loc["total", "bytes"] == 2 * total
-    ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
-                         dim_feedforward=1024, batch_first=True)
-    extra = 2 * 13 * 256 + 256 * 13 + 13  # two embeddings, the output projection
-    assert total == sum(p.numel() for p in ref.parameters()) + extra
-    assert table.loc["encoder.ffn", "parameters"] == 256 * 1024 + 1024 + 1024 * 256 + 256
-
-
-# --- the demonstration ---------------------------------------------------------------------------
-
-
-def test_reversal_task():
-    task = ReversalTask(n_train=2000, n_test=300, seed=3)
-    d = task.data()
-    assert d["src_train"].shape == (2000, 10) and d["tgt_test"].shape == (300, 12)
-    train = {tuple(r[r != PAD].tolist()) for r in d["src_train"]}
-    for s, t in zip(d["src_test"], d["tgt_test"], strict=True):
-        digits = s[s != PAD]
-        assert tuple(digits.tolist()) not in train
-        assert t[0] == BOS and t[len(digits) + 1] == EOS
-        assert torch.equal(t[1 : len(digits) + 1], digits.flip(0))
-    assert torch.equal(task.data()["src_test"], d["src_test"])  # always the same
-    assert len({tuple(r.tolist()) for r in d["src_test"]}) == 300  # distinct
-    with pytest.raises(ValueError, match="outside the training set"):
-        ReversalTask(max_len=1, n_train=500, n_test=5).data()  # only 10 sequences exist
-
-
-def test_anti_diagonal_attention():
-    src = torch.tensor([[3, 4, 5, PAD], [6, PAD, PAD, PAD]])
-    exact, late = torch.zeros(2, 2, 5, 4), torch.zeros(2, 2, 5, 4)
-    for n, length in enumerate((3, 1)):
-        for i in range(length):
-            exact[n, :, i, length - 1 - i] = 1
-            late[n, :, i, min(length - i, 3)] = 1  # one position to the right of the target
-    assert (anti_diagonal_attention(exact, src).to_numpy() == 1).all()
-    stats = anti_diagonal_attention(late, src)
-    assert (stats["weight on L-1-i"] == 0).all() and (stats["largest at L-1-i"] == 0).all()
-    assert (stats["weight within 1"] == 1).all()
+# --- timing and greedy decoding ---------------------------------------------------------------
 
 
 def test_inference_times_leaves_the_model_alone():
@@ -313,7 +229,7 @@ def test_greedy_decode_pads_after_eos():
     model = model_in(torch.float32)
     with torch.no_grad():
         model.generator.bias[EOS] = 100  # every first prediction is EOS
-    out = greedy_decode(model, tokens(3, 5), max_len=6)
+    out = model.generate(tokens(3, 5), max_len=6)
     assert out.shape == (3, 6)
     assert (out[:, 0] == EOS).all() and (out[:, 1:] == PAD).all()
 
@@ -323,7 +239,7 @@ def test_cached_greedy_decode_equals_decoding_the_whole_prefix():
     with torch.no_grad():
         model.generator.bias[[PAD, EOS]] = -100  # no padding, and run to the end
     src = tokens(4, 7, [7, 5, 3, 1])
-    out = greedy_decode(model, src, max_len=9)
+    out = model.generate(src, max_len=9)
     with torch.no_grad():
         memory, src_mask = model.encode(src)
         ys = torch.full((4, 1), BOS)
@@ -334,29 +250,13 @@ def test_cached_greedy_decode_equals_decoding_the_whole_prefix():
     assert len(out.unique()) > 3  # a real sequence of decisions, not one repeated token
 
 
-def test_training_resumes_after_interruption_and_is_reused(tmp_path):
-    config = TrainConfig(steps=4, batch_size=8, checkpoint_every=2, warmup=2)
-    task = ReversalTask(n_train=200, n_test=20)
-
-    def interrupt(message):
-        raise KeyboardInterrupt(message)
-
-    with pytest.raises(KeyboardInterrupt, match="step 2/4"):
-        train_reversal(task, config, path=tmp_path / "a.pt", device="cpu", log=interrupt)
-    messages = []
-    resumed, history = train_reversal(task, config, path=tmp_path / "a.pt", device="cpu",
-                                      dtype=torch.float32, log=messages.append)
-    assert messages[0] == "resuming at step 2" and len(history["losses"]) == 4
-    straight, _ = train_reversal(task, config, path=tmp_path / "b.pt", device="cpu",
-                                 dtype=torch.float32)
-    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    messages.clear()
-    again, _ = train_reversal(task, config, path=tmp_path / "a.pt", device="cpu",
-                              log=messages.append)
-    assert messages == [] and again.dtype == torch.float16  # reused, not retrained
-    (tmp_path / "a.json").unlink()  # finished, but the history was never written
-    train_reversal(task, config, path=tmp_path / "a.pt", device="cpu", log=messages.append)
-    assert messages == [] and (tmp_path / "a.json").exists()
-    with pytest.raises(ValueError, match="steps"):
-        TrainConfig(steps=0)
+def test_generation_projects_the_source_once_and_each_new_token_once():
+    model = model_in(torch.float32)
+    with torch.no_grad():
+        model.generator.bias[[PAD, EOS]] = -100  # run to the end
+    rows = {"cross": [], "self": []}  # positions projected to keys, per call
+    for block in rows:
+        k_proj = getattr(model.decoder, f"{block}_attn").k_proj
+        k_proj.register_forward_hook(lambda m, i, o, block=block: rows[block].append(o.shape[1]))
+    model.generate(tokens(2, 5), max_len=4)
+    assert rows == {"cross": [5], "self": [1, 1, 1, 1]}

@@ -1,0 +1,271 @@
+"""The demonstration of chapter 5: the Transformer learns to reverse digit sequences.
+
+The task and its tokens (:class:`ReversalTask`, :func:`encode`, :func:`decode`), its training
+(:class:`ReversalConfig`, :func:`train_reversal`, stored as the run ``results/transformer.*``
+by :class:`book.runs.Run`), and what the trained model does: :func:`exact_match` of greedy
+decoding, :func:`attention_maps` and :func:`anti_diagonal_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from book import transformer
+from book.checks import positive_float, positive_int
+from book.hardware import default_device, dtype_label
+from book.paths import RESULTS_DIR
+from book.runs import Run, code_digest
+from book.transformer import BOS, EOS, PAD, Softmax, Transformer, TransformerConfig
+
+__all__ = [
+    "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "anti_diagonal_attention",
+    "attention_maps", "decode", "encode", "exact_match", "token_name", "train_reversal",
+    "training_run",
+]
+
+DIGIT_OFFSET = EOS + 1  # digit d is token d + DIGIT_OFFSET: after PAD, BOS and EOS
+VOCAB = DIGIT_OFFSET + 10
+
+
+def encode(digits: Iterable[int]) -> list[int]:
+    """Digits 0-9 -> their token ids."""
+    return [d + DIGIT_OFFSET for d in digits]
+
+
+def token_name(token: int) -> str:
+    """``"pad"``, ``"bos"``, ``"eos"`` or the digit a token id stands for."""
+    return {PAD: "pad", BOS: "bos", EOS: "eos"}.get(token, str(token - DIGIT_OFFSET))
+
+
+def decode(tokens: torch.Tensor | Iterable[int]) -> str:
+    """Token ids -> the digits among them as text, ``"3 1 4"`` (special tokens left out)."""
+    ids = tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens
+    return " ".join(token_name(t) for t in ids if t >= DIGIT_OFFSET)
+
+
+@dataclass(frozen=True)
+class ReversalTask:
+    """Reverse a sequence of ``min_len``..``max_len`` digits: ``3 1 4 -> 4 1 3``.
+
+    Sources are the digits' tokens right-padded to ``max_len``; targets are ``BOS``, the
+    reversed digits and ``EOS``, right-padded to ``max_len + 2``. The ``n_test`` held-out
+    sequences are distinct and none is in the training set: no held-out sequence was ever
+    trained on.
+    """
+
+    min_len: int = 1
+    max_len: int = 10
+    n_train: int = 20_000
+    n_test: int = 1_000
+    seed: int = 0
+
+    vocab = VOCAB
+
+    def model_config(self, dtype: torch.dtype = torch.float16) -> TransformerConfig:
+        """The Transformer for this task: its vocabulary, room for ``BOS ... EOS``."""
+        return TransformerConfig(self.vocab, self.vocab, max_len=self.max_len + 2, dtype=dtype)
+
+    def sample(self, n: int, g: torch.Generator) -> list[tuple[int, ...]]:
+        """``n`` random digit sequences of random lengths."""
+        lengths = torch.randint(self.min_len, self.max_len + 1, (n,), generator=g)
+        digits = torch.randint(0, 10, (n, self.max_len), generator=g)
+        return [tuple(row[:k].tolist()) for row, k in zip(digits, lengths.tolist(), strict=True)]
+
+    def tensors(self, seqs: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Digit tuples -> (``src [N, max_len]``, ``tgt [N, max_len + 2]``) token ids."""
+        src = torch.full((len(seqs), self.max_len), PAD, dtype=torch.long)
+        tgt = torch.full((len(seqs), self.max_len + 2), PAD, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            src[i, : len(s)] = torch.tensor(encode(s))
+            tgt[i, : len(s) + 2] = torch.tensor([BOS, *encode(reversed(s)), EOS])
+        return src, tgt
+
+    def data(self) -> dict[str, torch.Tensor]:
+        """``src_train, tgt_train, src_test, tgt_test``, always the same for the same task."""
+        if not 1 <= self.min_len <= self.max_len:
+            raise ValueError(f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+        g = torch.Generator().manual_seed(self.seed)
+        train = self.sample(self.n_train, g)
+        seen, test = set(train), []
+        for _ in range(100):
+            for s in self.sample(self.n_test, g):
+                if s not in seen and len(test) < self.n_test:
+                    seen.add(s)  # held-out sequences are distinct, too
+                    test.append(s)
+        if len(test) < self.n_test:
+            raise ValueError(f"found only {len(test)} sequences outside the training set; "
+                             "lower n_test or n_train, or allow longer sequences")
+        src_train, tgt_train = self.tensors(train)
+        src_test, tgt_test = self.tensors(test)
+        return dict(src_train=src_train, tgt_train=tgt_train, src_test=src_test,
+                    tgt_test=tgt_test)
+
+
+@dataclass(frozen=True)
+class ReversalConfig:
+    """Adam with linear warm-up and cosine decay; float32 weights, bf16 autocast on the CPU."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 50
+    seed: int = 0
+    checkpoint_every: int = 100
+    autocast: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "warmup", "checkpoint_every"):
+            positive_int(name, getattr(self, name))
+        positive_float("lr", self.lr)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _initial_model(task: ReversalTask, config: ReversalConfig) -> Transformer:
+    """The float32 model before training, the same for the same seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return Transformer(task.model_config(torch.float32))
+
+
+def training_run(task: ReversalTask = ReversalTask(), config: ReversalConfig = ReversalConfig(),
+                 *, name: str = "transformer", results_dir: str | Path = RESULTS_DIR,
+                 retrain: bool = False) -> Run:
+    """The stored run of :func:`train_reversal`, keyed by everything that decides its result:
+    the task, the configuration, the model's configuration and the source of the model and of
+    the training code (renamed weights are a new identity, so they are retrained)."""
+    model = task.model_config(torch.float32)
+    identity = {"task": asdict(task), "config": asdict(config),
+                "model": asdict(model) | {"dtype": dtype_label(model.dtype)},
+                "model_code": code_digest(transformer),
+                "training_code": code_digest(ReversalTask, ReversalConfig, _initial_model,
+                                             train_reversal)}
+    return Run(name, identity, results_dir, retrain=retrain)
+
+
+def train_reversal(task: ReversalTask = ReversalTask(), config: ReversalConfig = ReversalConfig(),
+                   *, name: str = "transformer", results_dir: str | Path = RESULTS_DIR,
+                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float16,
+                   retrain: bool = False, log: Callable[[str], None] | None = None,
+                   ) -> tuple[Transformer, dict]:
+    """Train on ``task`` (or reuse a finished run); return the model in ``dtype`` and the
+    run's record (``history``: the loss per step, ``seconds``, ``device``).
+
+    The checkpoint (float32 weights, optimizer, step) is rewritten atomically every
+    ``config.checkpoint_every`` steps, so an interrupted run resumes where it stopped, with
+    the same result. Batch ``i`` is drawn from a generator seeded with ``(seed, i)``, so a
+    resumed run sees the same batches.
+    """
+    run = training_run(task, config, name=name, results_dir=results_dir, retrain=retrain)
+    model = _initial_model(task, config)
+    found = run.finished()
+    if found is not None:
+        record, weights = found
+        model.load_state_dict(weights)
+        return model.to(dtype).eval(), record
+
+    device = torch.device(device or default_device())
+    data = task.data()
+    src, tgt = data["src_train"].to(device), data["tgt_train"].to(device)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
+    step, losses, seconds = 0, [], 0.0
+    state = run.checkpoint()
+    if state is not None:  # an interrupted run of this identity
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, losses, seconds = state["step"], state["losses"], state["seconds"]
+        if log:
+            log(f"resuming at step {step}")
+    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD)
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.autocast)
+    start = time.perf_counter() - seconds
+    while step < config.steps:
+        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        idx = torch.randint(0, len(src), (config.batch_size,), generator=g).to(device)
+        x, y = src[idx], tgt[idx]
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(step)
+        with amp:
+            logits = model(x, y[:, :-1])  # teacher forcing: predict token t+1 from tokens <= t
+        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        seconds = time.perf_counter() - start
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            if step < config.steps:  # the last step is stored by run.finish
+                run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "step": step, "losses": losses, "seconds": seconds})
+            if log:
+                log(f"step {step}/{config.steps}  loss {loss.item():.4f}  {seconds:.0f} s")
+    record = run.finish(model.state_dict(), {
+        "history": [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)],
+        "seconds": seconds, "device": str(device)})
+    return model.cpu().to(dtype).eval(), record
+
+
+def exact_match(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
+                batch_size: int = 1000) -> float:
+    """Fraction of sequences whose greedy decoding equals ``tgt[:, 1:]`` token for token."""
+    device = next(model.parameters()).device
+    right = 0
+    for i in range(0, len(src), batch_size):
+        s, t = src[i : i + batch_size].to(device), tgt[i : i + batch_size, 1:].to(device)
+        right += (model.generate(s, t.shape[1]) == t).all(dim=1).sum().item()
+    return right / len(src)
+
+
+@torch.no_grad()
+def attention_maps(model: Transformer, src: torch.Tensor,
+                   tgt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The softmax outputs ``[B, h, Lq, Lk]`` of every attention block, keyed by block."""
+    maps, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, Softmax):
+            block = name.rsplit(".", 2)[0]  # encoder.self_attn.attention.softmax -> ...
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, block=block: maps.__setitem__(block, o.float().cpu())))
+    try:
+        model(src, tgt)
+    finally:
+        for h in hooks:
+            h.remove()
+    return maps
+
+
+def anti_diagonal_attention(cross: torch.Tensor, src: torch.Tensor) -> pd.DataFrame:
+    """How well cross-attention follows the reversal: query ``i`` should look at ``L - 1 - i``.
+
+    ``cross``: cross-attention weights ``[N, h, T, S]`` (from :func:`attention_maps`),
+    ``src``: the sources ``[N, S]`` (``L`` = non-padding tokens). Over the first ``L`` queries
+    of every sequence, per head and for the mean of the heads: the weight on ``L - 1 - i``,
+    the weight on it and its two neighbours, and how often it gets the largest weight.
+    """
+    weights = torch.cat([cross, cross.mean(1, keepdim=True)], dim=1).float()  # (N, h + 1, T, S)
+    rows = []
+    for n, length in enumerate((src != PAD).sum(1).tolist()):
+        i = torch.arange(length)
+        j = length - 1 - i  # the source position query i must copy
+        # the first L queries, a zero column either side: key j is column j + 1
+        w = nn.functional.pad(weights[n, :, :length], (1, 1))  # (h + 1, L, S + 2)
+        on = w[:, i, j + 1]  # (h + 1, L)
+        rows.append((on, w[:, i, j] + on + w[:, i, j + 2], (w.argmax(-1) == j + 1).float()))
+    heads = [f"head {k}" for k in range(cross.shape[1])] + ["mean of heads"]
+    stats = [torch.cat([r[k] for r in rows], dim=1).mean(1) for k in range(3)]
+    return pd.DataFrame({"weight on L-1-i": stats[0], "weight within 1": stats[1],
+                         "largest at L-1-i": stats[2]}, index=pd.Index(heads, name="head"))

@@ -1,0 +1,110 @@
+"""The Transformer in float16, bfloat16 and float32: how far from PyTorch, and how fast.
+
+:func:`verify_against_torch` compares our encoder-decoder core with ``torch.nn.Transformer``
+(same weights, masks and inputs) in each dtype, against PyTorch in float32;
+:func:`inference_times` times one forward pass of the same weights in each dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import torch
+from torch import nn
+
+from book.hardware import dtype_label
+from book.timing import benchmark_module
+from book.transformer import DTYPES, PAD, LayerNorm, Transformer, TransformerConfig
+
+__all__ = ["inference_times", "verify_against_torch"]
+
+
+def _with_torch_layer_norms(model: Transformer) -> Transformer:
+    """A copy of ``model`` whose LayerNorms are ``nn.LayerNorm`` with the same weights.
+
+    PyTorch's fp16 LayerNorm kernel computes mean and variance in float32 internally; the
+    copy shows how much of our fp16 error comes from doing them in fp16.
+    """
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LayerNorm):
+            ln = nn.LayerNorm(module.weight.shape[0], eps=module.eps, dtype=module.weight.dtype)
+            ln.load_state_dict(module.state_dict())
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, ln)
+    return model
+
+
+@torch.no_grad()
+def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
+                         dtypes: tuple[torch.dtype, ...] = DTYPES) -> pd.DataFrame:
+    """Ours and ``nn.Transformer`` with the same weights, masks and inputs.
+
+    Random inputs ``src_x [batch, S, 256]``, ``tgt_x [batch, T, 256]`` with some padding, a
+    causal target mask; the reference is PyTorch in float32. For each dtype, the largest and
+    mean absolute deviation of PyTorch's and of our encoder-decoder output (padded target
+    positions included) from that reference, and of ours with PyTorch's LayerNorm kernel.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
+                             dim_feedforward=1024, dropout=0.0, batch_first=True).eval()
+    src_x = torch.randn(batch, S, 256, generator=g)
+    tgt_x = torch.randn(batch, T, 256, generator=g)
+    # token ids only to place the padding: lengths in [1, L], so no row is all padding
+    src_len = torch.randint(1, S + 1, (batch,), generator=g)
+    tgt_len = torch.randint(1, T + 1, (batch,), generator=g)
+    src_tok = torch.where(torch.arange(S) < src_len[:, None], PAD + 1, PAD)  # (batch, S)
+    tgt_tok = torch.where(torch.arange(T) < tgt_len[:, None], PAD + 1, PAD)
+    src_pad, tgt_pad = src_tok == PAD, tgt_tok == PAD
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+
+    # Nested tensors would zero the encoder output at padded positions (the decoder never
+    # reads them) and print a prototype warning; the dense path computes every position.
+    ref.encoder.use_nested_tensor = False
+
+    def torch_out(dtype):
+        r = copy.deepcopy(ref).to(dtype)
+        return r(src_x.to(dtype), tgt_x.to(dtype), tgt_mask=causal, src_key_padding_mask=src_pad,
+                 tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+
+    reference = torch_out(torch.float32).double()
+    config = TransformerConfig(10, 10, dtype=torch.float32)
+    rows = []
+    for dtype in dtypes:
+        ours = Transformer(config).load_torch_weights(ref).to(dtype).eval()
+        masks = ours.src_pad(src_tok), ours.causal(ours.tgt_pad(tgt_tok))
+        for who, model in (("PyTorch", None), ("ours", ours),
+                           ("ours with nn.LayerNorm", _with_torch_layer_norms(ours))):
+            out = torch_out(dtype) if model is None else model.core(src_x.to(dtype),
+                                                                    tgt_x.to(dtype), *masks)
+            if out.dtype != dtype:
+                raise RuntimeError(f"{who} returned {out.dtype} for {dtype}")
+            error = (out.double() - reference).abs()
+            rows.append((dtype_label(dtype), who, error.max().item(), error.mean().item()))
+    return pd.DataFrame(rows, columns=["dtype", "model", "max_abs_error", "mean_abs_error"])
+
+
+def inference_times(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
+                    dtypes: tuple[torch.dtype, ...] = DTYPES,
+                    min_run_time: float = 0.5) -> pd.DataFrame:
+    """Median time of one teacher-forced forward pass ``model(src, tgt)`` in each dtype.
+
+    Uses ``torch.utils.benchmark`` (median over its measurements) on the model's device,
+    with copies of the same weights cast to each dtype (``model`` is left as it is); the
+    ratio column is relative to float32.
+    """
+    benchmark = benchmark_module()
+    rows = []
+    for dtype in dtypes:
+        m = copy.deepcopy(model).to(dtype).eval()
+        timer = benchmark.Timer(stmt="with torch.no_grad(): m(src, tgt)",
+                                globals={"m": m, "src": src, "tgt": tgt, "torch": torch})
+        rows.append((dtype_label(dtype),
+                     timer.blocked_autorange(min_run_time=min_run_time).median * 1e3))
+    df = pd.DataFrame(rows, columns=["dtype", "median_ms"]).set_index("dtype")
+    if "float32" in df.index:
+        df["vs_float32"] = df["median_ms"] / df.loc["float32", "median_ms"]
+    return df

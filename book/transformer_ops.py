@@ -1,0 +1,231 @@
+"""What the Transformer computes and stores: operations and bytes, block by block.
+
+Each operation's cost is written once, as a function of its shape (:func:`dot_products`,
+:func:`linear_cost`, :func:`softmax_cost`, :func:`layer_norm_cost`), and used twice: by the
+counters registered here with :func:`book.opcount.register_counter`, which ``count_ops``
+calls with the shapes one forward pass produced, and by :func:`closed_form_counts`, which
+adds them up from the lengths ``S`` and ``T`` (ints, or sympy symbols for the polynomials).
+Importing this module registers the counters; ``count_ops`` refuses a Transformer without
+them. Conventions are :mod:`book.opcount`'s: a dot product of length ``n`` costs ``n``
+multiplications and ``n - 1`` additions; ``bias=True`` adds one addition per output of a
+biased layer (and LayerNorm's beta); activations (ReLU) count zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from book.opcount import OP_KINDS, register_counter
+from book.transformer import (
+    Add,
+    CausalMask,
+    KeyPaddingMask,
+    LayerNorm,
+    MatMul,
+    PositionalEncoding,
+    Scale,
+    Softmax,
+    Transformer,
+    TransformerConfig,
+)
+
+__all__ = [
+    "BLOCKS", "activation_bytes", "block_of", "closed_form_counts", "count_additions",
+    "count_layer_norm", "count_matmul", "count_padding_mask", "count_scale", "count_softmax",
+    "dot_products", "layer_norm_cost", "linear_cost", "parameter_bytes", "softmax_cost",
+    "sum_counts",
+]
+
+BLOCKS = ("embeddings", "masks", "encoder.self_attn", "encoder.add_norm1", "encoder.ffn",
+          "encoder.add_norm2", "encoder_norm", "decoder.self_attn", "decoder.add_norm1",
+          "decoder.cross_attn", "decoder.add_norm2", "decoder.ffn", "decoder.add_norm3",
+          "decoder_norm", "generator")
+
+
+# --- the cost of each operation -------------------------------------------------------------
+
+
+def dot_products(count, length) -> dict:
+    """``count`` dot products of ``length`` terms: ``length`` mults and ``length - 1`` adds
+    each. A matrix product ``[M, K] @ [K, N]`` is ``M N`` dot products of length ``K``."""
+    return {"mults": count * length, "adds": count * (length - 1)}
+
+
+def linear_cost(rows, fan_in, fan_out, bias: bool) -> dict:
+    """``nn.Linear(fan_in, fan_out)`` on ``rows`` rows: a dot product per output, and with
+    ``bias`` one addition more (as :func:`book.opcount.linear_ops`, but ``rows`` may be a
+    symbol)."""
+    cost = dot_products(rows * fan_out, fan_in)
+    cost["adds"] += rows * fan_out * int(bias)
+    return cost
+
+
+def softmax_cost(rows, n) -> dict:
+    """:class:`~book.transformer.Softmax` over ``rows`` rows of ``n`` scores, per row: the
+    maximum (``n - 1`` comparisons) and two guards, ``n`` subtractions, ``n`` exponentials,
+    the sum (``n - 1`` additions) and ``n`` divisions."""
+    return {"comparisons": rows * (n + 1), "adds": rows * (2 * n - 1), "exps": rows * n,
+            "divs": rows * n}
+
+
+def layer_norm_cost(rows, d, bias: bool) -> dict:
+    """:class:`~book.transformer.LayerNorm` over ``rows`` rows of ``d`` entries, as the
+    comments of its ``forward`` itemise; beta's ``d`` additions only with ``bias``."""
+    return {"comparisons": rows * d, "mults": rows * (2 * d + 2),
+            "adds": rows * (3 * d - 1 + d * int(bias)), "divs": rows * (2 * d + 3),
+            "sqrts": rows}
+
+
+# --- counters for count_ops: the shapes one call saw, for the whole batch ---------------------
+
+
+@register_counter(PositionalEncoding, Add, CausalMask)
+def count_additions(module, inputs, output, *, bias, pooling):
+    """One addition per output element: positions, residuals, masks added to scores."""
+    return {"adds": output.numel()}
+
+
+@register_counter(Scale)
+def count_scale(module, inputs, output, *, bias, pooling):
+    return {"mults": output.numel()}
+
+
+@register_counter(MatMul)
+def count_matmul(module, inputs, output, *, bias, pooling):
+    """Each output element is a dot product of length K, the inner size of the product."""
+    return dot_products(output.numel(), inputs[0].shape[-1])
+
+
+@register_counter(Softmax)
+def count_softmax(module, inputs, output, *, bias, pooling):
+    n = output.shape[-1]
+    return softmax_cost(output.numel() // n, n)
+
+
+@register_counter(LayerNorm)
+def count_layer_norm(module, inputs, output, *, bias, pooling):
+    d = output.shape[-1]
+    return layer_norm_cost(output.numel() // d, d, bias)
+
+
+@register_counter(KeyPaddingMask)
+def count_padding_mask(module, inputs, output, *, bias, pooling):
+    """One comparison with PAD per token."""
+    return {"comparisons": inputs[0].numel()}
+
+
+# --- blocks and closed forms ------------------------------------------------------------------
+
+
+def block_of(name: str) -> str:
+    """The block a module (or parameter) belongs to, from its qualified name.
+
+    ``encoder.self_attn.q_proj`` -> ``encoder.self_attn``, ``decoder.add_norm2.norm`` ->
+    ``decoder.add_norm2``; embeddings and positions -> ``embeddings``; the three mask
+    builders -> ``masks``.
+    """
+    parts = name.split(".")
+    if parts[0] in ("src_embed", "tgt_embed", "pos"):
+        return "embeddings"
+    if parts[0] in ("src_pad", "tgt_pad", "causal"):
+        return "masks"
+    if parts[0] in ("encoder", "decoder") and len(parts) > 1:
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def sum_counts(*parts: dict) -> dict:
+    """The counts of ``parts`` added up, kind by kind, with every kind present (0 if none)."""
+    out = dict.fromkeys((*OP_KINDS, "activations"), 0)
+    for part in parts:
+        for kind, count in part.items():
+            out[kind] += count
+    return out
+
+
+def closed_form_counts(S, T, config: TransformerConfig, *,
+                       bias: bool = False) -> dict[str, dict[str, object]]:
+    """Operations and activation elements of one forward pass (batch 1), block by block.
+
+    ``S`` and ``T`` (source and target lengths) may be ints or sympy symbols. Returns
+    ``{block: {kind: count}}`` for the :data:`BLOCKS`, with the kinds of
+    ``book.opcount.OP_KINDS`` plus ``activations`` (elements of every module output). Each
+    operation costs what the functions above say, the same ones the counters use: a linear
+    layer or a matrix product a dot product per output element, softmax and LayerNorm what
+    their modules' comments itemise.
+    """
+    D, h, F, V, dk = config.d_model, config.n_heads, config.d_ff, config.tgt_vocab, config.d_k
+
+    def module(elements, cost=None) -> dict:  # one module: its cost and its output's size
+        return sum_counts(cost or {}, {"activations": elements})
+
+    def linear(n, fan_in, fan_out) -> dict:
+        return module(n * fan_out, linear_cost(n, fan_in, fan_out, bias))
+
+    def attention(lq, lk) -> dict:
+        scores = h * lq * lk
+        return sum_counts(
+            linear(lq, D, D), linear(lk, D, D), linear(lk, D, D),  # Q, K, V projections
+            module(lq * D, {"mults": lq * D}),  # Q / sqrt(d_k)
+            module(scores, dot_products(scores, dk)),  # Q K^T
+            module(scores, {"adds": scores}),  # + M
+            module(scores, softmax_cost(h * lq, lk)),
+            module(lq * D, dot_products(h * lq * dk, lk)),  # P V
+            linear(lq, D, D))  # W^O
+
+    def norm(n) -> dict:
+        return module(n * D, layer_norm_cost(n, D, bias))
+
+    def add_norm(n) -> dict:
+        return sum_counts(module(n * D, {"adds": n * D}), norm(n))
+
+    def ffn(n) -> dict:  # ReLU: a comparison with zero, not counted
+        return sum_counts(linear(n, D, F), module(n * F), linear(n, F, D))
+
+    return {
+        "embeddings": sum_counts(module(S * D), module(T * D),  # lookups, then + PE
+                                 module(S * D, {"adds": S * D}), module(T * D, {"adds": T * D})),
+        "masks": sum_counts(module(S, {"comparisons": S}), module(T, {"comparisons": T}),
+                            module(T * T, {"adds": T * T})),  # token == PAD; causal + padding
+        "encoder.self_attn": attention(S, S),
+        "encoder.add_norm1": add_norm(S),
+        "encoder.ffn": ffn(S),
+        "encoder.add_norm2": add_norm(S),
+        "encoder_norm": norm(S),
+        "decoder.self_attn": attention(T, T),
+        "decoder.add_norm1": add_norm(T),
+        "decoder.cross_attn": attention(T, S),
+        "decoder.add_norm2": add_norm(T),
+        "decoder.ffn": ffn(T),
+        "decoder.add_norm3": add_norm(T),
+        "decoder_norm": norm(T),
+        "generator": linear(T, D, V),
+    }
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def _with_bytes(counts: pd.Series, column: str, dtype: torch.dtype) -> pd.DataFrame:
+    """``counts`` per block in :data:`BLOCKS` order, a ``total`` row, and their bytes."""
+    df = pd.DataFrame({column: counts}).reindex([b for b in BLOCKS if b in counts.index])
+    df.loc["total"] = df[column].sum()
+    df["bytes"] = df[column] * dtype.itemsize
+    df.index.name = "block"
+    return df
+
+
+def parameter_bytes(model: Transformer) -> pd.DataFrame:
+    """Parameters per block and their memory in the model's dtype, with a ``total`` row."""
+    names, sizes = zip(*((n, p.numel()) for n, p in model.named_parameters()), strict=True)
+    counts = pd.Series(sizes, index=names).groupby(lambda n: block_of(n.rsplit(".", 1)[0]))
+    return _with_bytes(counts.sum(), "parameters", model.dtype)
+
+
+def activation_bytes(table: pd.DataFrame, dtype: torch.dtype) -> pd.DataFrame:
+    """Elements and bytes of every module output in a ``count_ops`` table, per block."""
+    elements = table["output_shape"].map(math.prod).groupby(table["layer"].map(block_of))
+    return _with_bytes(elements.sum(), "activations", dtype)

@@ -1,0 +1,112 @@
+"""The digit-reversal demonstration: its data, its tokens, its training run and its analysis."""
+
+import json
+
+import pytest
+import torch
+
+from book.reversal import (
+    DIGIT_OFFSET,
+    ReversalConfig,
+    ReversalTask,
+    anti_diagonal_attention,
+    decode,
+    encode,
+    exact_match,
+    train_reversal,
+)
+from book.transformer import BOS, EOS, PAD
+
+
+def test_reversal_task():
+    task = ReversalTask(n_train=2000, n_test=300, seed=3)
+    d = task.data()
+    assert d["src_train"].shape == (2000, 10) and d["tgt_test"].shape == (300, 12)
+    train = {tuple(r[r != PAD].tolist()) for r in d["src_train"]}
+    for s, t in zip(d["src_test"], d["tgt_test"], strict=True):
+        digits = s[s != PAD]
+        assert tuple(digits.tolist()) not in train
+        assert t[0] == BOS and t[len(digits) + 1] == EOS
+        assert torch.equal(t[1 : len(digits) + 1], digits.flip(0))
+    assert torch.equal(task.data()["src_test"], d["src_test"])  # always the same
+    assert len({tuple(r.tolist()) for r in d["src_test"]}) == 300  # distinct
+    with pytest.raises(ValueError, match="outside the training set"):
+        ReversalTask(max_len=1, n_train=500, n_test=5).data()  # only 10 sequences exist
+
+
+def test_tokens_encode_and_decode_the_digits():
+    assert encode([3, 1, 4]) == [3 + DIGIT_OFFSET, 1 + DIGIT_OFFSET, 4 + DIGIT_OFFSET]
+    assert min(encode(range(10))) > max(PAD, BOS, EOS)
+    assert decode(torch.tensor([BOS, *encode([0, 9, 5]), EOS, PAD])) == "0 9 5"
+    src, tgt = ReversalTask().tensors([(2, 7, 1)])
+    assert decode(src[0]) == "2 7 1" and decode(tgt[0]) == "1 7 2"
+
+
+def test_anti_diagonal_attention():
+    src = torch.tensor([[3, 4, 5, PAD], [6, PAD, PAD, PAD]])
+    exact, late = torch.zeros(2, 2, 5, 4), torch.zeros(2, 2, 5, 4)
+    for n, length in enumerate((3, 1)):
+        for i in range(length):
+            exact[n, :, i, length - 1 - i] = 1
+            late[n, :, i, min(length - i, 3)] = 1  # one position to the right of the target
+    assert (anti_diagonal_attention(exact, src).to_numpy() == 1).all()
+    stats = anti_diagonal_attention(late, src)
+    assert (stats["weight on L-1-i"] == 0).all() and (stats["largest at L-1-i"] == 0).all()
+    assert (stats["weight within 1"] == 1).all()
+
+
+CONFIG = ReversalConfig(steps=4, batch_size=8, checkpoint_every=2, warmup=2)
+TASK = ReversalTask(n_train=200, n_test=20)
+
+
+def train(tmp_path, name, **kw):
+    return train_reversal(TASK, CONFIG, name=name, results_dir=tmp_path, device="cpu", **kw)
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+
+
+def test_training_resumes_after_interruption_and_is_reused(tmp_path):
+    def interrupt(message):
+        raise KeyboardInterrupt(message)
+
+    with pytest.raises(KeyboardInterrupt, match="step 2/4"):
+        train(tmp_path, "a", log=interrupt)
+    assert (tmp_path / "a.ckpt").exists() and not (tmp_path / "a.pt").exists()
+    messages = []
+    resumed, record = train(tmp_path, "a", dtype=torch.float32, log=messages.append)
+    assert messages[0] == "resuming at step 2" and len(record["history"]) == 4
+    assert record["history"][-1]["step"] == 4 and not (tmp_path / "a.ckpt").exists()
+    straight, _ = train(tmp_path, "b", dtype=torch.float32)
+    assert same_weights(resumed, straight)
+    messages.clear()
+    again, stored = train(tmp_path, "a", log=messages.append)
+    assert messages == [] and again.dtype == torch.float16  # reused, not retrained
+    assert stored == record
+    assert exact_match(again, *TASK.tensors([(1, 2)])) in (0.0, 1.0)
+
+
+def test_a_stored_run_of_another_identity_is_retrained(tmp_path):
+    model, _ = train(tmp_path, "a", dtype=torch.float32)
+    # an older version of the model: its weights had other names and other code
+    weights = torch.load(tmp_path / "a.pt")
+    torch.save({k.replace("add_norm1.norm", "norm1"): v for k, v in weights.items()},
+               tmp_path / "a.pt")
+    record = json.loads((tmp_path / "a.json").read_text())
+    record["identity"]["model_code"] = "0" * 16
+    (tmp_path / "a.json").write_text(json.dumps(record))
+    messages = []
+    retrained, stored = train(tmp_path, "a", dtype=torch.float32, log=messages.append)
+    assert messages[-1].startswith("step 4/4")  # trained again, not loaded, no crash
+    assert same_weights(retrained, model)
+    assert stored["identity"]["model_code"] != "0" * 16  # the stored run is the new one
+    assert "encoder.add_norm1.norm.weight" in torch.load(tmp_path / "a.pt")
+
+
+def test_bad_training_arguments_are_named():
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        ReversalConfig(steps=0)
+    with pytest.raises(ValueError, match="lr must be"):
+        ReversalConfig(lr=-1.0)

@@ -1,0 +1,105 @@
+"""Counting the Transformer: hooks, closed forms and PyTorch's FLOPs agree; bytes per block."""
+
+import pytest
+import sympy
+import torch
+from torch import nn
+
+from book.opcount import OP_KINDS, count_ops, pytorch_flops
+from book.reversal import DIGIT_OFFSET, VOCAB
+from book.transformer import Transformer, TransformerConfig
+from book.transformer_ops import (
+    BLOCKS,
+    activation_bytes,
+    block_of,
+    closed_form_counts,
+    layer_norm_cost,
+    parameter_bytes,
+    softmax_cost,
+)
+
+CONFIG = TransformerConfig(VOCAB, VOCAB, max_len=16, dtype=torch.float32)
+
+
+def model_in(dtype=torch.float32):
+    torch.manual_seed(0)
+    return Transformer(CONFIG).to(dtype).eval()
+
+
+def digits(length):
+    """One sequence of ``length`` digit tokens, no padding: ``[1, length]``."""
+    return torch.randint(DIGIT_OFFSET, VOCAB, (1, length), generator=torch.Generator())
+
+
+@pytest.mark.parametrize(("S", "T", "bias"), [(1, 1, False), (6, 5, False), (10, 12, True)])
+def test_count_ops_matches_the_closed_forms(S, T, bias):
+    table = count_ops(model_in(), (digits(S), digits(T)), bias=bias)
+    assert len(table) == 53  # 19 rows for the encoder side, 34 for the decoder side
+    got = table.groupby(table["layer"].map(block_of))[list(OP_KINDS)].sum()
+    formulas = closed_form_counts(S, T, CONFIG, bias=bias)
+    assert list(formulas) == list(BLOCKS)
+    for block in BLOCKS:
+        for kind in OP_KINDS:
+            assert got.loc[block, kind] == formulas[block][kind], (block, kind)
+    act = activation_bytes(table, torch.float16)
+    for block in BLOCKS:
+        assert act.loc[block, "activations"] == formulas[block]["activations"], block
+    assert act.loc["total", "bytes"] == 2 * sum(f["activations"] for f in formulas.values())
+    # the rows the issue asks for exist, each with its own kind
+    kinds = dict(zip(table["layer"], table["kind"], strict=False))
+    assert kinds["encoder.self_attn.attention.scores"] == "MatMul"
+    assert kinds["decoder.cross_attn.attention.softmax"] == "Softmax"
+    assert kinds["decoder.add_norm3.norm"] == "LayerNorm"
+
+
+def test_matrix_products_are_half_of_pytorchs_flops():
+    inputs = (digits(7), digits(4))
+    table = count_ops(model_in(), inputs)
+    flops = pytorch_flops(model_in(), inputs)
+    products = table[table["kind"].isin(["MatMul", "Linear"])]
+    assert len(products) == 23
+    assert (products["mults"] == [flops[name] // 2 for name in products["layer"]]).all()
+
+
+def test_softmax_and_layer_norm_cost_what_their_comments_itemise():
+    # Softmax.forward, per row of n: max (n - 1) and 2 guards; n subtractions, n exps,
+    # sum (n - 1), n divisions
+    assert softmax_cost(3, 5) == {"comparisons": 3 * 6, "adds": 3 * 9, "exps": 15, "divs": 15}
+    # LayerNorm.forward, per row of d, line by line; beta's d additions count only with bias
+    d = 256
+    assert layer_norm_cost(2, d, bias=False) == {
+        "comparisons": 2 * ((d - 1) + 1), "mults": 2 * (d + 2 + d),
+        "adds": 2 * ((d - 1) + d + (d - 1) + 1), "divs": 2 * (1 + d + 1 + 1 + d), "sqrts": 2}
+    assert layer_norm_cost(2, d, bias=True)["adds"] == 2 * (4 * d - 1)
+
+
+def test_closed_forms_are_polynomials_in_S_and_T():
+    S, T = sympy.symbols("S T", positive=True, integer=True)
+    f = closed_form_counts(S, T, CONFIG)
+    mults = sympy.expand(sum(b["mults"] for b in f.values()))
+    assert sympy.Poly(mults, S, T).total_degree() == 2  # attention is quadratic
+    exact = closed_form_counts(7, 4, CONFIG)
+    assert mults.subs({S: 7, T: 4}) == sum(b["mults"] for b in exact.values())
+
+
+def test_parameter_bytes():
+    model = model_in(torch.float16)
+    table = parameter_bytes(model)
+    total = sum(p.numel() for p in model.parameters())
+    assert list(table.index) == [b for b in BLOCKS if b != "masks"] + ["total"]
+    assert table.loc["total", "parameters"] == total
+    assert table.loc["total", "bytes"] == 2 * total
+    ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
+                         dim_feedforward=1024, batch_first=True)
+    extra = 2 * 13 * 256 + 256 * 13 + 13  # two embeddings, the output projection
+    assert total == sum(p.numel() for p in ref.parameters()) + extra
+    assert table.loc["encoder.ffn", "parameters"] == 256 * 1024 + 1024 + 1024 * 256 + 256
+    assert table.loc["decoder.add_norm2", "parameters"] == 2 * 256
+
+
+def test_block_of():
+    assert block_of("encoder.self_attn.attention.scores") == "encoder.self_attn"
+    assert block_of("decoder.add_norm2.norm") == "decoder.add_norm2"
+    assert block_of("pos") == block_of("tgt_embed") == "embeddings"
+    assert block_of("causal") == "masks"
+    assert block_of("decoder_norm") == "decoder_norm"
