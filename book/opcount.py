@@ -1,41 +1,52 @@
-"""Exact multiplication and addition counts: by forward hooks, and in closed form.
+"""Exact operation counts of one forward pass, layer by layer, with nothing left out.
 
-The book's own convention, with ``bias`` and ``pooling`` as the switches between its variants
+:func:`count_ops` runs the model once and sees every aten operator it runs, the way
+``torch.utils.flop_counter.FlopCounterMode`` does (a ``TorchDispatchMode``), whether the
+arithmetic sits in a layer, in a ``forward`` body (``x + y``, ``x * scale``, ``F.`` calls) or in
+a fused kernel. Each operator is counted by the table of :mod:`book.aten_costs` and attributed
+to the innermost module that ran it, with forward hooks keeping the stack of running modules.
+An operator the table does not know raises :class:`UncountedOperationError` naming it and the
+module; so does a module holding parameters whose call ran no counted operator. Nothing is
+ever counted as zero by default.
+
+The book's convention, with ``bias`` and ``pooling`` as the switches between its variants
 (both off, the default, gives the earlier report's numbers): one output element of a
 convolution needs ``C_in/groups * K_h * K_w`` multiplications and one fewer additions
 (equation opc-conv), one output of a linear layer ``in_features`` multiplications and
 ``in_features - 1`` additions. ``bias=True`` adds one addition per output element of every
-layer that has a bias. ``pooling=True`` counts a ``k x k`` average pool as ``k*k - 1``
-additions and one multiplication (by ``1/k^2``) per output, a max pool as ``k*k - 1``
-comparisons; with ``pooling=False`` pooling layers are listed with zeros, like the
-activations, which always count zero. Padded positions are counted like any other, as the
-hardware does them. All counts are for the whole batch of the forward pass.
+layer with a bias (and of every addition of a bias parameter, the normalisations' ``beta``
+included). ``pooling=True`` counts a ``k x k`` average pool as ``k*k - 1`` additions and one
+multiplication (by ``1/k^2``) per output, a max pool as ``k*k - 1`` comparisons. ReLU counts
+zero. The conventions for every other operator are in :mod:`book.aten_costs`. All counts are
+for the whole batch of the forward pass; the model may live on the ``meta`` device, where
+only shapes are computed.
 
-:func:`count_ops` counts from the shapes one forward pass actually produced; :func:`conv2d_ops`,
-:func:`linear_ops` and :func:`pool2d_ops` are the closed forms it must agree with, and
-:func:`pytorch_flops` is PyTorch's own count (``FlopCounterMode``: FLOPs = 2 x multiplications
-for convolutions and linear layers). Part d's maps are in :mod:`book.separable_map`.
+A module type may instead be counted as one unit by a counter registered with
+:func:`register_counter`: such a counter takes precedence, and nothing inside the module is
+counted again. :func:`pytorch_flops` is PyTorch's own count; the closed forms are in
+:mod:`book.closed_forms` and Part d's maps in :mod:`book.separable_map`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from book.checks import is_int, positive_int
+from book.aten_costs import BIAS, COSTS, POOLING, ZERO_COST, Uncountable
+from book.checks import is_int
+from book.closed_forms import conv2d_ops, conv_output_size, int_tuple, linear_ops, pool2d_ops
 
 __all__ = [
     "OP_KINDS",
+    "UncountedOperationError",
     "closed_form_ops",
     "conv2d_ops",
     "conv_output_size",
-    "count_conv",
-    "count_linear",
+    "count_operators",
     "count_ops",
     "int_tuple",
     "linear_ops",
@@ -47,21 +58,29 @@ __all__ = [
 
 OP_KINDS = ("mults", "adds", "divs", "exps", "sqrts", "comparisons")
 COLUMNS = ("layer", "kind", "output_shape", *OP_KINDS)
+OPERATOR_COLUMNS = ("layer", "kind", "operator", "category", *OP_KINDS)
+MOVEMENT = "data movement"  # the category of the zero-cost operators in count_operators
 
 Counter = Callable[..., dict]
 _COUNTERS: dict[type, Counter] = {}
 
 
+class UncountedOperationError(RuntimeError):
+    """Arithmetic that would otherwise go uncounted: an operator :mod:`book.aten_costs` does
+    not know, or a module with parameters whose call counted nothing."""
+
+
 # --------------------------------------------------------------------------- registry
 
 def register_counter(*module_types: type[nn.Module]) -> Callable[[Counter], Counter]:
-    """Decorator: count the modules of ``module_types`` with ``fn``.
+    """Decorator: count the modules of ``module_types`` with ``fn``, as one unit.
 
     ``fn(module, inputs, output, *, bias, pooling)`` returns a dict from a subset of
-    :data:`OP_KINDS` to int counts for the whole batch of that call. A module whose type has a
-    counter is counted as one unit: its children are not counted again. A later registration
-    for the same type replaces the earlier one. Subclasses inherit the counter unless they
-    define their own ``forward`` (then they do something the counter does not know).
+    :data:`OP_KINDS` to int counts for the whole batch of that call. A registered counter
+    takes precedence over the operator-level count: the module's own operators and its
+    children are not counted again. A later registration for the same type replaces the
+    earlier one. Subclasses inherit the counter unless they define their own ``forward``
+    (then they do something the counter does not know, and are counted operator by operator).
     """
     if not module_types:
         raise ValueError("register_counter: give at least one nn.Module subclass")
@@ -86,6 +105,223 @@ def _counter_for(module: nn.Module) -> Counter | None:
     return None
 
 
+# --------------------------------------------------------------------------- one traced pass
+
+class _Call:
+    """One running module call: its row of the table (``None`` until it has one)."""
+
+    __slots__ = ("counted", "module", "name", "row", "unit")
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module = name, module
+        self.row: list | None = None
+        self.unit: Counter | None = None  # a registered counter counting this call
+        self.counted = False  # a counted operator ran in this call (or in one inside it)
+
+
+class _Trace:
+    """The rows of one forward pass and the operators behind them. The cost functions of
+    :mod:`book.aten_costs` receive it as their context (``is_bias``, ``module``)."""
+
+    def __init__(self, model: nn.Module, bias: bool, pooling: bool) -> None:
+        self.bias, self.pooling = bias, pooling
+        self.stack: list[_Call] = []
+        self.units = 0  # registered modules running: what runs inside them is theirs
+        self.rows: list[list] = []  # [layer, kind, output_shape, *counts]
+        self.operators: list[tuple] = []  # OPERATOR_COLUMNS
+        # bias parameters, and the views and copies of them made during the pass, by id
+        self.biases = {id(p): p for name, p in model.named_parameters()
+                       if name.rsplit(".", 1)[-1].endswith("bias")}
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The innermost running module."""
+        return self.stack[-1].module if self.stack else None
+
+    def is_bias(self, t) -> bool:
+        return self.biases.get(id(t)) is t
+
+    def new_row(self, call: _Call) -> list:
+        call.row = [call.name, type(call.module).__name__, (), *([0] * len(OP_KINDS))]
+        self.rows.append(call.row)
+        return call.row
+
+    def add(self, call: _Call, operator: str, category: str, counts: dict) -> None:
+        row = call.row if call.row is not None else self.new_row(call)
+        for i, kind in enumerate(OP_KINDS, start=3):
+            row[i] += counts.get(kind, 0)
+        self.operators.append((call.name, type(call.module).__name__, operator, category,
+                               *(counts.get(k, 0) for k in OP_KINDS)))
+
+    # forward hooks -----------------------------------------------------------------------
+
+    def enter(self, name: str, module: nn.Module, args: tuple, leaf: bool) -> None:
+        call = _Call(name, module)
+        self.stack.append(call)
+        if self.units:
+            call.counted = True  # inside a registered module: counted there, as a whole
+            return
+        call.unit = _counter_for(module)
+        if call.unit is not None:
+            self.units += 1
+        if call.unit is not None or leaf:
+            self.new_row(call)  # a leaf has a row even when it counts zero (ReLU, Dropout)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            _check_conv_input(name, module, args)
+
+    def leave(self, module: nn.Module, args: tuple, output, has_parameters: bool) -> None:
+        call = self.stack.pop()
+        if call.unit is not None:
+            self.units -= 1
+            counts = _checked_counts(call.unit, call.name, module, args, output, self.bias,
+                                     self.pooling)
+            self.add(call, f"counter {getattr(call.unit, '__name__', 'registered')}",
+                     "registered", counts)
+            call.counted = True
+        if call.row is not None:
+            out = _first_tensor(output)
+            call.row[2] = tuple(out.shape) if out is not None else ()
+        if has_parameters and not call.counted:
+            raise UncountedOperationError(
+                f"{_label(call.name, module)} holds parameters but ran no counted operator; "
+                "register a counter for it with book.opcount.register_counter rather than "
+                "count it as zero")
+        if call.counted and self.stack:
+            self.stack[-1].counted = True
+
+    # operators ---------------------------------------------------------------------------
+
+    def operator(self, func, args: tuple, kwargs: dict):
+        cost, name = _cost_of(func)
+        call = self.stack[-1] if self.stack else None
+        if cost is None or call is None:
+            where = _label(call.name, call.module) if call else "no module (a hook?)"
+            raise UncountedOperationError(
+                f"{func} ran in {where}, and book.aten_costs has no cost for it. It is refused "
+                "rather than counted as zero: add its cost to book.aten_costs.COSTS (or, if it "
+                "does no arithmetic, its name to ZERO_COST), or register a counter for the "
+                "module with book.opcount.register_counter")
+        out = func(*args, **kwargs)
+        if cost is _MOVES:
+            if args and self.is_bias(args[0]) and isinstance(out, torch.Tensor):
+                self.biases[id(out)] = out  # a view or copy of a bias is a bias
+            self.operators.append((call.name, type(call.module).__name__, name, MOVEMENT,
+                                   *([0] * len(OP_KINDS))))
+            return out
+        try:
+            parts = cost(_named(func, args, kwargs), out, self)
+        except Uncountable as why:
+            raise UncountedOperationError(f"{func} in {_label(call.name, call.module)}: "
+                                          f"{why}") from None
+        call.counted = True
+        if call.row is None:
+            self.new_row(call)  # a container doing arithmetic in its own forward
+        for category, counts in parts.items():
+            if (category == BIAS and not self.bias) or (category == POOLING and not
+                                                         self.pooling):
+                continue
+            self.add(call, name, category, counts)
+        return out
+
+
+_MOVES = object()  # the cost of a zero-cost operator
+_COSTS_BY_OP: dict = {}  # operator -> (cost, name), for the operators found in the table
+_NAMES: dict = {}
+
+
+def _cost_of(func) -> tuple:
+    """``(cost function, "aten.name")`` of an operator; the cost is ``_MOVES`` for a zero-cost
+    operator and None for one the table does not know (looked up again next time, so that a
+    cost added to the table later is found)."""
+    if func in _COSTS_BY_OP:
+        return _COSTS_BY_OP[func]
+    name = func.overloadpacket.__name__
+    if name.endswith("_") and not name.endswith("__"):
+        name = name[:-1]  # in-place: add_ costs what add costs
+    cost = None if func.namespace != "aten" else _MOVES if name in ZERO_COST else COSTS.get(name)
+    if cost is not None:
+        _COSTS_BY_OP[func] = (cost, str(func.overloadpacket))
+    return cost, str(func.overloadpacket)
+
+
+def _named(func, args: tuple, kwargs: dict) -> dict:
+    """The operator's arguments by the names of its schema."""
+    if func not in _NAMES:
+        _NAMES[func] = [a.name for a in func._schema.arguments]
+    named = dict(zip(_NAMES[func], args, strict=False))
+    named.update(kwargs)
+    return named
+
+
+class _CountingMode(TorchDispatchMode):
+    def __init__(self, trace: _Trace) -> None:
+        super().__init__()
+        self.trace = trace
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.trace.units:  # inside a module with a registered counter
+            return func(*args, **(kwargs or {}))
+        return self.trace.operator(func, args, kwargs or {})
+
+
+def _trace(model: nn.Module, inputs, bias: bool, pooling: bool) -> _Trace:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    args = _make_inputs(model, inputs)
+    trace = _Trace(model, bias, pooling)
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            leaf = next(module.children(), None) is None
+            own = next(module.parameters(recurse=False), None) is not None
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a, name=name, leaf=leaf: trace.enter(name, m, a, leaf)))
+            handles.append(module.register_forward_hook(
+                lambda m, a, out, own=own: trace.leave(m, a, out, own)))
+        _run_once(model, args, _CountingMode(trace))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return trace
+
+
+def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False):
+    """Count the operations of one forward pass, layer by layer.
+
+    ``inputs``: a shape (``torch.zeros`` of it in the model's dtype and device), a Tensor, or a
+    tuple of positional arguments. The model runs once in eval mode under ``torch.no_grad``
+    (its training flags are restored afterwards). Returns a DataFrame with the columns
+    ``layer``, ``kind`` (the module's class), ``output_shape`` (of its first Tensor output,
+    batch included) and the :data:`OP_KINDS`, one row per module call in execution order:
+    every call of a module without children (ReLU and Dropout rows hold zeros) and of a module
+    with a registered counter, placed where the call began; and every call of a container
+    whose own ``forward`` ran arithmetic (a residual addition, a gating product), placed where
+    that arithmetic began and holding it alone. A module called twice gives two rows.
+
+    Raises :class:`UncountedOperationError` for an operator that :mod:`book.aten_costs` does
+    not know and for a module with parameters whose call counted nothing; ``ValueError`` for
+    a bad ``inputs`` or a kernel larger than its padded input.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame(_trace(model, inputs, bias, pooling).rows, columns=list(COLUMNS))
+    return table.astype({k: "int64" for k in OP_KINDS})
+
+
+def count_operators(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False):
+    """The operators behind :func:`count_ops`: one row per aten operator call and category of
+    its cost (a fused attention kernel gives rows of products, elementwise arithmetic and
+    softmax), with the columns ``layer``, ``kind``, ``operator`` (``aten.addmm``),
+    ``category`` (one of :data:`book.aten_costs.CATEGORIES`, ``"data movement"`` for the
+    zero-cost operators, ``"registered"`` for a registered counter's unit) and the
+    :data:`OP_KINDS`. Summed over the rows, the counts are those of :func:`count_ops`."""
+    import pandas as pd
+
+    table = pd.DataFrame(_trace(model, inputs, bias, pooling).operators,
+                         columns=list(OPERATOR_COLUMNS))
+    return table.astype({k: "int64" for k in OP_KINDS})
+
+
 def _first_tensor(value) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
@@ -95,125 +331,6 @@ def _first_tensor(value) -> torch.Tensor | None:
             if found is not None:
                 return found
     return None
-
-
-@register_counter(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def count_conv(module, inputs, output, *, bias, pooling):
-    per_output = module.in_channels // module.groups * math.prod(module.kernel_size)  # (opc-conv)
-    n = output.numel()  # N * C_out * (output positions)
-    has_bias = bias and module.bias is not None
-    return {"mults": n * per_output, "adds": n * (per_output - 1) + (n if has_bias else 0)}
-
-
-@register_counter(nn.Linear)
-def count_linear(module, inputs, output, *, bias, pooling):
-    n = output.numel()  # N * ... * out_features
-    has_bias = bias and module.bias is not None
-    return {"mults": n * module.in_features,
-            "adds": n * (module.in_features - 1) + (n if has_bias else 0)}
-
-
-_POOL_DIMS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
-              nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
-
-
-def _window_total(module, inputs, output) -> int:
-    """Sum over all outputs of the size of their pooling window. An adaptive pool's windows
-    vary in size; a fixed pool's ``kernel_size`` may be one int for every dimension."""
-    kernel = getattr(module, "kernel_size", None)
-    if kernel is None:  # adaptive
-        dims = output.dim() - 2 if output.dim() > 2 else 1
-        per_plane = 1
-        for n_in, n_out in zip(inputs[0].shape[-dims:], output.shape[-dims:], strict=True):
-            # PyTorch's window i is [floor(i*n_in/n_out), ceil((i+1)*n_in/n_out))
-            per_plane *= sum(-((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out
-                             for i in range(n_out))
-        return per_plane * (output.numel() // math.prod(output.shape[-dims:]))
-    if not isinstance(kernel, tuple):
-        kernel = (kernel,) * next(d for cls, d in _POOL_DIMS.items() if isinstance(module, cls))
-    return output.numel() * math.prod(kernel)
-
-
-@register_counter(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-                  nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-def _count_avg_pool(module, inputs, output, *, bias, pooling):
-    if not pooling:
-        return {}
-    n = output.numel()  # one multiplication by 1/(window size) per output
-    return {"adds": _window_total(module, inputs, output) - n, "mults": n}
-
-
-@register_counter(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-                  nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-def _count_max_pool(module, inputs, output, *, bias, pooling):
-    if not pooling:
-        return {}
-    return {"comparisons": _window_total(module, inputs, output) - output.numel()}
-
-
-@register_counter(
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-    nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish,
-    nn.Identity, nn.Flatten, nn.Unflatten, nn.Embedding,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-)
-def _count_zero(module, inputs, output, *, bias, pooling):
-    """Activations count zero by the book's convention; the others do no arithmetic
-    (dropout is the identity at inference, an embedding is a table lookup)."""
-    return {}
-
-
-# --------------------------------------------------------------------------- hook-based count
-
-# aten ops that do arithmetic on data: refused outside a counted module. Views, copies,
-# concatenation, indexing, masking, comparisons and factory functions are allowed.
-_ARITHMETIC = frozenset("""
-    add sub rsub mul div true_divide floor_divide remainder fmod neg reciprocal pow square
-    sqrt rsqrt exp exp2 expm1 log log2 log10 log1p sin cos erf abs
-    softmax _softmax _safe_softmax log_softmax _log_softmax
-    relu relu6 gelu silu mish elu leaky_relu hardtanh hardswish hardsigmoid sigmoid tanh softplus
-    clamp clamp_min clamp_max clip maximum minimum max min amax amin
-    sum mean prod cumsum cumprod var var_mean std std_mean norm linalg_vector_norm
-    mm bmm addmm addbmm baddbmm addmv mv dot vdot matmul linear einsum tensordot
-    convolution _convolution conv1d conv2d conv3d cudnn_convolution mkldnn_convolution
-    native_layer_norm layer_norm native_batch_norm _native_batch_norm_legit
-    _native_batch_norm_legit_no_training batch_norm native_group_norm group_norm
-    rms_norm _fused_rms_norm addcmul addcdiv lerp
-    avg_pool1d avg_pool2d avg_pool3d max_pool1d max_pool2d max_pool3d
-    max_pool2d_with_indices max_pool3d_with_indices adaptive_avg_pool1d adaptive_avg_pool2d
-    _adaptive_avg_pool2d _adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d
-    scaled_dot_product_attention _scaled_dot_product_attention_math
-    _scaled_dot_product_flash_attention _scaled_dot_product_flash_attention_for_cpu
-    _scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention
-""".split())
-
-
-def _is_arithmetic(func) -> bool:
-    return func.namespace == "aten" and func.overloadpacket.__name__.rstrip("_") in _ARITHMETIC
-
-
-class _State:
-    def __init__(self) -> None:
-        self.depth = 0  # how many counted modules are running now
-        self.stack: list[str] = []  # modules entered, innermost last (for error messages)
-        self.rows: list[tuple] = []
-
-
-class _ArithmeticGuard(TorchDispatchMode):
-    """Refuses arithmetic that runs outside every counted module, where it would be missed."""
-
-    def __init__(self, state: _State) -> None:
-        super().__init__()
-        self.state = state
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.state.depth == 0 and _is_arithmetic(func):
-            where = self.state.stack[-1] if self.state.stack else "(outside the model)"
-            raise RuntimeError(
-                f"{func} ran in the forward of {where}, outside every counted module, so it "
-                "would not be counted: move it into a module and register a counter for that "
-                "module type with book.opcount.register_counter")
-        return func(*args, **(kwargs or {}))
 
 
 def _make_inputs(model: nn.Module, inputs) -> tuple:
@@ -236,23 +353,6 @@ def _make_inputs(model: nn.Module, inputs) -> tuple:
     return tuple(inputs)
 
 
-def _counted_modules(model: nn.Module):
-    """(name, module) of the counted modules (leaves and registered types) and of the rest."""
-    counted, containers, seen = [], [], set()
-
-    def walk(name: str, module: nn.Module) -> None:
-        if id(module) in seen:
-            return
-        seen.add(id(module))
-        if _counter_for(module) is not None or next(module.children(), None) is None:
-            counted.append((name, module))
-            return
-        containers.append((name, module))
-        for child_name, child in module.named_children():
-            walk(f"{name}.{child_name}" if name else child_name, child)
-
-    walk("", model)
-    return counted, containers
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -274,83 +374,6 @@ def _check_conv_input(name: str, module: nn.Module, inputs: tuple) -> None:
         raise ValueError(f"{_label(name, module)}: {error}") from None
 
 
-def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False):
-    """Count the operations of one forward pass, layer by layer.
-
-    ``inputs``: a shape (``torch.zeros`` of it in the model's dtype and device), a Tensor, or a
-    tuple of positional arguments. The model runs once in eval mode under ``torch.no_grad``
-    (its training flags are restored afterwards), with hooks on every counted module: every
-    module without children, and every module whose type has a counter (see
-    :func:`register_counter`). Returns a DataFrame with one row per counted module call, in
-    execution order (a module called twice gives two rows), and the columns ``layer``,
-    ``kind``, ``output_shape`` (of the first Tensor output, batch included) and the
-    :data:`OP_KINDS`. Rows of activations, and of pooling with ``pooling=False``, hold zeros.
-
-    Raises ``TypeError`` when a module without a counter is called, and ``RuntimeError`` when
-    arithmetic runs outside every counted module (``x + y`` in a container's ``forward``);
-    neither is ever counted as zero.
-    """
-    import pandas as pd
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    args = _make_inputs(model, inputs)
-    counted, containers = _counted_modules(model)
-    state = _State()
-    nested: list[bool] = []  # per running counted call: is it inside another counted module?
-
-    def enter(name):
-        return lambda module, args: state.stack.append(_label(name, module))
-
-    def leave(module, args, output):
-        state.stack.pop()
-
-    def enter_counted(name, counter):
-        def hook(module, args):
-            state.stack.append(_label(name, module))
-            nested.append(state.depth > 0)
-            state.depth += 1
-            if nested[-1]:
-                return  # a module shared with the inside of a counted one: counted there
-            if counter is None:
-                where = f"layer {name!r}" if name else "the model itself"
-                raise TypeError(
-                    f"no operation counter for {type(module).__qualname__} ({where}); register "
-                    "one with book.opcount.register_counter rather than count it as zero")
-            if counter is count_conv:
-                _check_conv_input(name, module, args)
-        return hook
-
-    def leave_counted(name, counter):
-        def hook(module, args, output):
-            try:
-                if not nested[-1]:
-                    counts = _checked_counts(counter, name, module, args, output, bias, pooling)
-                    out = _first_tensor(output)
-                    shape = tuple(out.shape) if out is not None else ()
-                    state.rows.append((name, type(module).__name__, shape,
-                                       *(counts.get(k, 0) for k in OP_KINDS)))
-            finally:
-                nested.pop()
-                state.depth -= 1
-                state.stack.pop()
-        return hook
-
-    handles = []
-    try:
-        for name, module in containers:
-            handles.append(module.register_forward_pre_hook(enter(name)))
-            handles.append(module.register_forward_hook(leave))
-        for name, module in counted:
-            counter = _counter_for(module)
-            handles.append(module.register_forward_pre_hook(enter_counted(name, counter)))
-            handles.append(module.register_forward_hook(leave_counted(name, counter)))
-        _run_once(model, args, _ArithmeticGuard(state))
-    finally:
-        for handle in handles:
-            handle.remove()
-    table = pd.DataFrame(state.rows, columns=list(COLUMNS))
-    return table.astype({k: "int64" for k in OP_KINDS})
 
 
 def _checked_counts(counter, name, module, args, output, bias, pooling) -> dict:
@@ -376,6 +399,8 @@ def _run_once(model: nn.Module, args: tuple, context) -> None:
     finally:
         for module, mode in training.items():
             module.training = mode
+
+
 
 
 def pytorch_flops(model: nn.Module, inputs) -> dict[str, int]:
@@ -437,90 +462,7 @@ def closed_form_ops(model: nn.Module, inputs, *, bias: bool = False):
     return pd.DataFrame(rows, columns=["layer", "mults", "adds"])
 
 
-# --------------------------------------------------------------------------- closed forms
 
-def int_tuple(name: str, value, dims: int, *, minimum: int = 1) -> tuple[int, ...]:
-    """``value`` (an int for every dimension, or ``dims`` ints) as a tuple of ``dims`` ints of
-    at least ``minimum``; ``ValueError`` names the argument otherwise."""
-    values = (value,) * dims if is_int(value) else tuple(value) if isinstance(
-        value, (tuple, list, torch.Size)) else None
-    if values is None or len(values) != dims or not all(map(is_int, values)):
-        raise ValueError(f"{name} must be an int or {dims} ints, got {value!r}")
-    if min(values) < minimum:
-        kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return tuple(int(v) for v in values)
-
-
-def conv_output_size(input_size, kernel_size, *, stride=1, padding=0, dilation=1):
-    """Output size of a convolution (or pooling) over ``input_size`` (an int for a square 2-D
-    input, or one int per spatial dimension); ``ValueError`` names the bad argument."""
-    dims = 2 if is_int(input_size) else len(input_size) if isinstance(
-        input_size, (tuple, list, torch.Size)) else 0
-    if dims == 0:
-        raise ValueError(f"input_size must be an int or a tuple of ints, got {input_size!r}")
-    size = int_tuple("input_size", input_size, dims)
-    kernel = int_tuple("kernel_size", kernel_size, dims)
-    stride = int_tuple("stride", stride, dims)
-    padding = int_tuple("padding", padding, dims, minimum=0)
-    dilation = int_tuple("dilation", dilation, dims)
-    out = []
-    for axis, (n, k, s, p, d) in enumerate(zip(size, kernel, stride, padding, dilation,
-                                               strict=True)):
-        span = d * (k - 1) + 1
-        if span > n + 2 * p:
-            raise ValueError(
-                f"kernel_size {k} (dilation {d}, so it spans {span}) is larger than the padded "
-                f"input {n + 2 * p} (input_size {n} + 2 * padding {p}) along dimension {axis}")
-        out.append((n + 2 * p - span) // s + 1)
-    return tuple(out)
-
-
-def conv2d_ops(in_channels, out_channels, input_size, kernel_size, *, stride=1, padding=0,
-               dilation=1, groups=1, bias=False, batch=1) -> dict[str, int]:
-    """Multiplications and additions of ``nn.Conv2d`` on ``[batch, in_channels, *input_size]``:
-    every output element costs ``in_channels/groups * K_h * K_w`` multiplications and one
-    fewer additions, plus one addition with ``bias``."""
-    in_channels = positive_int("in_channels", in_channels)
-    out_channels = positive_int("out_channels", out_channels)
-    groups = positive_int("groups", groups)
-    batch = positive_int("batch", batch)
-    for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if channels % groups:
-            raise ValueError(f"{name} ({channels}) must be divisible by groups ({groups})")
-    h_out, w_out = conv_output_size(int_tuple("input_size", input_size, 2), kernel_size,
-                                    stride=stride, padding=padding, dilation=dilation)
-    k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
-    per_output = in_channels // groups * k_h * k_w  # (opc-conv)
-    n = batch * out_channels * h_out * w_out
-    return {"mults": n * per_output, "adds": n * (per_output - 1) + (n if bias else 0)}
-
-
-def linear_ops(in_features, out_features, *, bias=False, batch=1) -> dict[str, int]:
-    """``nn.Linear`` on ``batch`` rows: ``in_features`` multiplications and ``in_features - 1``
-    additions per output, plus one addition with ``bias``."""
-    in_features = positive_int("in_features", in_features)
-    n = positive_int("batch", batch) * positive_int("out_features", out_features)
-    return {"mults": n * in_features, "adds": n * (in_features - 1) + (n if bias else 0)}
-
-
-def pool2d_ops(channels, input_size, kernel_size, *, stride=None, padding=0, mode="avg",
-               batch=1) -> dict[str, int]:
-    """2-D pooling: an average of a ``K_h x K_w`` window costs ``K_h*K_w - 1`` additions and
-    one multiplication per output; a maximum ``K_h*K_w - 1`` comparisons."""
-    if mode not in ("avg", "max"):
-        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
-    k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
-    h_out, w_out = conv_output_size(int_tuple("input_size", input_size, 2), (k_h, k_w),
-                                    stride=(k_h, k_w) if stride is None else stride,
-                                    padding=padding)
-    n = positive_int("batch", batch) * positive_int("channels", channels) * h_out * w_out
-    if mode == "max":
-        return {"comparisons": n * (k_h * k_w - 1)}
-    return {"mults": n, "adds": n * (k_h * k_w - 1)}
-
-
-# --------------------------------------------------------------------------- tables
 
 def summarize(table, kinds=("mults", "adds")):
     """The per-layer table of :func:`count_ops` reduced to ``kinds``, with a ``total`` row."""

@@ -1,6 +1,7 @@
 """The figures of the book. Each function returns its matplotlib Figure.
 
-Convention throughout: training curves solid, test curves dashed; one colour per network.
+Convention throughout: training curves solid, validation dotted, test dashed; one colour
+per network.
 """
 
 from __future__ import annotations
@@ -18,35 +19,51 @@ from book.reversal import token_name
 from book.separable_map import adds_ratio, mults_ratio
 
 __all__ = ["plot_attention", "plot_confusion", "plot_curves", "plot_layer_ops",
-           "plot_misclassified", "plot_ratios", "plot_reversal_loss"]
+           "plot_maps", "plot_misclassified", "plot_other_mults", "plot_ratios",
+           "plot_reversal_loss"]
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
 
-def plot_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
-    """Loss and accuracy against epochs for one or more runs, side by side.
+def plot_curves(histories: Mapping[str, pd.DataFrame],
+                best_epochs: Mapping[str, int] | None = None) -> Figure:
+    """Loss and error rate against epochs for one or more runs, side by side, both on log axes
+    (so that 0.6% and 1.2% error stay visibly apart).
 
-    ``histories`` maps a label to a history from :func:`book.training.train`.
+    ``histories`` maps a label to a history from :func:`book.training.train`; ``best_epochs``
+    (same labels, optional) marks the epoch whose weights were kept. Train solid, validation
+    dotted, test dashed; one colour per run. The legend sits below the panels.
     """
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(8, 4), layout="constrained")
+    styles = (("train", "-"), ("val", ":"), ("test", "--"))
+    names = {"train": "train", "val": "validation", "test": "test"}
     for colour, (label, h) in zip(COLOURS, histories.items(), strict=False):
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-            scale = 100 if key == "acc" else 1
-            ax.plot(h["epoch"], h[f"train_{key}"] * scale, color=colour, ls="-",
-                    label=f"{label}, train")
-            ax.plot(h["epoch"], h[f"test_{key}"] * scale, color=colour, ls="--",
-                    label=f"{label}, test")
+        for ax, key in ((ax_loss, "loss"), (ax_err, "acc")):
+            for split, ls in styles:
+                y = h[f"{split}_{key}"] if key == "loss" else 100 * (1 - h[f"{split}_acc"])
+                ax.plot(h["epoch"], y, color=colour, ls=ls, lw=1.6,
+                        label=f"{label}, {names[split]}" if ax is ax_loss else None)
+            if best_epochs is not None and label in best_epochs:
+                best = h[h["epoch"] == best_epochs[label]].iloc[0]
+                y = best["val_loss"] if key == "loss" else 100 * (1 - best["val_acc"])
+                ax.axvline(best["epoch"], color=colour, lw=0.8, alpha=0.5)
+                ax.plot(best["epoch"], y, "o", color=colour, ms=7, mfc="white", mew=1.6,
+                        label=f"{label}, kept epoch" if ax is ax_loss else None)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
-    ax_loss.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
-    ax_loss.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax_loss.yaxis.set_minor_formatter(ticker.NullFormatter())
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    low = min(min(h["train_acc"].min(), h["test_acc"].min()) for h in histories.values())
-    ax_acc.set_ylim(np.floor(100 * low) - 0.5, 100)
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
+    ax_err.set(xlabel="epoch", ylabel="error rate (%) = 100 − accuracy", yscale="log",
+               title="Error rate")
+    for ax in (ax_loss, ax_err):
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.grid(alpha=0.3, which="both")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_acc.legend(loc="lower right", fontsize="small")
+    # one row per run: the legend fills column by column, so interleave the runs' entries
+    handles, labels = ax_loss.get_legend_handles_labels()
+    per_run = len(handles) // len(histories)
+    order = [run * per_run + i for i in range(per_run) for run in range(len(histories))]
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], ncol=per_run,
+               loc="outside lower center", frameon=False, columnspacing=1.2)
     return fig
 
 
@@ -85,6 +102,37 @@ def plot_misclassified(images: torch.Tensor, labels: torch.Tensor, predicted: to
     return fig
 
 
+def plot_maps(rows: Mapping[str, torch.Tensor], *, columns: int = 8,
+              label: str = "value") -> Figure:
+    """Small images in rows: one block of rows per entry of ``rows`` (a ``[C, H, W]`` tensor:
+    C filters or feature maps), ``columns`` images to a row, numbered from 1.
+
+    Each block has its own colour scale, symmetric about zero (red positive, blue negative),
+    with a colour bar labelled ``label``, so that sign and relative size read directly.
+    """
+    heights = {name: -(-len(maps) // columns) for name, maps in rows.items()}
+    fig, axes = plt.subplots(sum(heights.values()), columns, squeeze=False,
+                             figsize=(0.8 * columns + 1.3, 0.95 * sum(heights.values()) + 0.2),
+                             layout="constrained")
+    first = 0
+    for name, maps in rows.items():
+        block = axes[first:first + heights[name]]
+        limit = float(maps.abs().max()) or 1.0
+        for i, ax in enumerate(block.flat):
+            if i >= len(maps):
+                ax.axis("off")
+                continue
+            image = ax.imshow(maps[i].detach().cpu().numpy(), cmap="RdBu_r", vmin=-limit,
+                              vmax=limit)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{i + 1}", fontsize=9, pad=2)
+        block[0, 0].set_ylabel(name, fontsize=9.5)
+        fig.colorbar(image, ax=list(block.flat), label=label, shrink=0.9)
+        first += heights[name]
+    return fig
+
+
 def plot_layer_ops(tables: Mapping[str, pd.DataFrame], *, kinds=("mults", "adds")) -> Figure:
     """One bar chart per net: the operations of every layer that does any (log scale).
 
@@ -109,12 +157,31 @@ def plot_layer_ops(tables: Mapping[str, pd.DataFrame], *, kinds=("mults", "adds"
     return fig
 
 
+def plot_other_mults(shares: pd.DataFrame) -> Figure:
+    """Horizontal stacked bars, one per network (the rows of ``shares``, first at the top):
+    the multiplications of each category (its columns) in percent of the network's products
+    (convolutions, linear layers, matrix products)."""
+    fig, ax = plt.subplots(figsize=(8.5, 0.32 * len(shares) + 1.6), layout="constrained")
+    y = np.arange(len(shares))[::-1]
+    left = np.zeros(len(shares))
+    for colour, column in zip(plt.get_cmap("tab10").colors, shares.columns, strict=False):
+        values = shares[column].to_numpy(dtype=float)
+        ax.barh(y, values, left=left, color=colour, label=column, height=0.7)
+        left += values
+    ax.set_yticks(y, shares.index)
+    ax.set_xlabel("multiplications outside the products (% of the products' multiplications)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlim(0, 1.15 * left.max())
+    ax.legend(loc="lower right", fontsize="small", title="category")
+    return fig
+
+
 def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 256)) -> Figure:
     """Separable / regular ratios of :mod:`book.separable_map` for square ``k x k`` kernels
     (kernel area ``K = k**2``). Left: against ``C_out`` for the kernel sides ``kernel_sizes``;
     right: against the kernel side ``k`` for the ``fixed_c_out``. Multiplications solid (they
     do not depend on ``C_in``), additions without bias dashed (for the given ``C_in``)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 5), sharey=True, layout="constrained")
     c_out_values, kernel_sides = list(c_out_values), range(1, 12)
     for k in kernel_sizes:
         (line,) = left.plot(c_out_values, [float(mults_ratio(c, k, k)) for c in c_out_values],
@@ -129,16 +196,24 @@ def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 2
     left.set_xscale("log", base=2)
     left.set_xlabel(r"output channels $C_\mathrm{out}$")
     right.set_xlabel(r"kernel side $k$ (a $k \times k$ kernel, $K = k^2$)")
-    left.set_ylabel("separable / regular")
+    left.set_ylabel("separable / regular count (log scale)")
     left.set_title(rf"against $C_\mathrm{{out}}$ (additions: $C_\mathrm{{in}} = {c_in}$)",
                    fontsize=10)
     right.set_title(rf"against $k$ (additions: $C_\mathrm{{in}} = {c_in}$)", fontsize=10)
-    # one column per kernel / C_out: multiplications above, additions below
-    for ax, columns, loc in ((left, len(kernel_sizes), "lower left"),
-                             (right, len(fixed_c_out), "upper right")):
+    # Legends below the panels, clear of the data and of the line at 1: multiplications in
+    # the left column, additions in the right one.
+    for ax in (left, right):
         ax.set_yscale("log")
         ax.axhline(1, color="grey", linewidth=0.8)
-        ax.legend(fontsize=8, ncol=columns, loc=loc, framealpha=0.9, columnspacing=1.0)
+        ax.grid(alpha=0.3, which="major")
+        handles, labels = ax.get_legend_handles_labels()
+        order = list(range(0, len(handles), 2)) + list(range(1, len(handles), 2))
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], ncol=2,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
+                  columnspacing=1.2)
+    left.annotate("separable = regular", (1, 1), xycoords=("axes fraction", "data"),
+                  xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom",
+                  color="0.35")
     return fig
 
 

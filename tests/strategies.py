@@ -1,5 +1,5 @@
 """What the operation-count tests share: the MNIST input shape, hypothesis settings, random
-valid convolutions and the totals of a count table."""
+valid convolutions and poolings, and the totals of a count table."""
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -32,3 +32,15 @@ def conv_configs(draw):
     return dict(c_in=c_in, c_out=c_out, k=(k_h, k_w), stride=stride, padding=padding,
                 dilation=dilation, groups=groups, size=(h, w), batch=batch,
                 bias=draw(st.booleans()))
+
+
+@st.composite
+def pool_configs(draw):
+    """A valid 2-D pooling (kernel, stride, padding of at most half the kernel, ceil_mode) and
+    an input shape at least as large as the kernel."""
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    padding = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+    h, w = draw(st.integers(k[0], 11)), draw(st.integers(k[1], 11))
+    return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), k=k,
+                stride=stride, padding=padding, ceil=draw(st.booleans()))

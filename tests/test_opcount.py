@@ -1,4 +1,5 @@
-"""Operation counts: hooks, closed forms and PyTorch's FlopCounterMode agree, exactly."""
+"""Operation counts: the per-layer count, the closed forms and PyTorch's FlopCounterMode agree
+exactly, and arithmetic the counter does not know is refused."""
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -7,16 +8,18 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from matplotlib.layout_engine import ConstrainedLayoutEngine
-from strategies import MNIST, SETTINGS, conv_configs, totals
+from strategies import MNIST, SETTINGS, conv_configs, pool_configs, totals
 from torch import nn
 
 from book import opcount
 from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
 from book.opcount import (
     OP_KINDS,
+    UncountedOperationError,
     closed_form_ops,
     conv2d_ops,
     conv_output_size,
+    count_operators,
     count_ops,
     linear_ops,
     pool2d_ops,
@@ -159,6 +162,31 @@ def test_pooling_counts():
         0, "comparisons"] == 2 * (7 * 5 - 15)
 
 
+def test_partial_pooling_windows_count_what_they_compute():
+    # 3x3 windows, stride 3, on 4x4 with ceil_mode: row and column windows of 3 and 1
+    # positions, so the four windows hold 9 + 3 + 3 + 1 = 16 positions: 12 additions
+    table = count_ops(nn.AvgPool2d(3, ceil_mode=True), (1, 1, 4, 4), pooling=True)
+    assert (table.loc[0, "output_shape"], totals(table)) == ((1, 1, 2, 2), (4, 12))
+    # padding is never read: windows of 2, 3 and 2 positions per axis on 5 inputs
+    table = count_ops(nn.MaxPool2d(3, stride=2, padding=1), (1, 1, 5, 5), pooling=True)
+    assert table.loc[0, "comparisons"] == 7 * 7 - 9
+
+
+@SETTINGS
+@given(pool_configs())
+def test_pooling_windows_are_those_pytorch_averages_over(cfg):
+    """An average pool of ones that sums (``divisor_override=1``) and skips the padding gives
+    the size of every window: an oracle for both pooling counts."""
+    shape, k, s, p = cfg["shape"], cfg["k"], cfg["stride"], cfg["padding"]
+    window = torch.nn.functional.avg_pool2d(torch.ones(shape), k, s, p, ceil_mode=cfg["ceil"],
+                                            count_include_pad=False, divisor_override=1)
+    outputs, positions = window.numel(), int(window.sum())
+    avg = count_ops(nn.AvgPool2d(k, s, p, ceil_mode=cfg["ceil"]), shape, pooling=True)
+    assert totals(avg) == (outputs, positions - outputs)
+    maxed = count_ops(nn.MaxPool2d(k, s, p, ceil_mode=cfg["ceil"]), shape, pooling=True)
+    assert maxed.loc[0, "comparisons"] == positions - outputs
+
+
 # --------------------------------------------------------------------------- figure
 
 def test_layer_figure_draws_a_bar_for_every_kind_of_every_layer_that_does_arithmetic():
@@ -174,11 +202,11 @@ def test_layer_figure_draws_a_bar_for_every_kind_of_every_layer_that_does_arithm
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- failing loudly
+# --------------------------------------------------------------------------- every operator
 
-class Scale(nn.Module):
+class Atan2(nn.Module):  # arithmetic that book.aten_costs does not know
     def forward(self, x):
-        return 2 * x
+        return torch.atan2(x, x)
 
 
 class Residual(nn.Module):
@@ -190,16 +218,17 @@ class Residual(nn.Module):
         return x + self.conv(x)
 
 
-def test_unknown_leaf_type_raises_naming_it():
-    with pytest.raises(TypeError, match=r"no operation counter for Scale \(layer '1'\)"):
-        count_ops(nn.Sequential(nn.Linear(3, 3), Scale()), (1, 3))
-    with pytest.raises(TypeError, match=r"Scale \(the model itself\)"):
-        count_ops(Scale(), (1, 3))
+def test_unknown_operator_raises_naming_it_and_the_module():
+    message = r"aten\.atan2\.default ran in layer '1' \(Atan2\).*refused rather than counted"
+    with pytest.raises(UncountedOperationError, match=message):
+        count_ops(nn.Sequential(nn.Linear(3, 3), Atan2()), (1, 3))
+    with pytest.raises(UncountedOperationError, match=r"ran in the model \(Atan2\)"):
+        count_ops(Atan2(), (1, 3))
 
     class Unused(nn.Module):  # a leaf that is never called is not an error
         def __init__(self):
             super().__init__()
-            self.used, self.unused = nn.Linear(3, 3), Scale()
+            self.used, self.unused = nn.Linear(3, 3), Atan2()
 
         def forward(self, x):
             return self.used(x)
@@ -207,25 +236,76 @@ def test_unknown_leaf_type_raises_naming_it():
     assert totals(count_ops(Unused(), (1, 3))) == (9, 6)
 
 
-def test_subclass_with_its_own_forward_does_not_inherit_a_counter():
-    class DoubledLinear(nn.Linear):
+def test_a_module_with_parameters_that_counted_nothing_is_an_error():
+    class Token(nn.Module):  # prepends a learned token: no arithmetic, yet parameters
+        def __init__(self):
+            super().__init__()
+            self.token = nn.Parameter(torch.zeros(1, 1, 4))
+
+        def forward(self, x):  # x: (B, T, 4)
+            return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
+
+    with pytest.raises(UncountedOperationError, match=r"layer '0' \(Token\) holds parameters"):
+        count_ops(nn.Sequential(Token(), nn.Linear(4, 2)), (2, 3, 4))
+
+
+def test_arithmetic_in_a_forward_body_is_counted_in_its_modules_row():
+    model = nn.Sequential()
+    model.add_module("block", Residual())
+    table = count_ops(model, (1, 2, 4, 4))
+    assert list(table["layer"]) == ["block.conv", "block"]  # block's row: where its + ran
+    assert list(table["kind"]) == ["Conv2d", "Residual"]
+    assert table.loc[1, ["mults", "adds"]].tolist() == [0, 32]  # x + conv(x): 2 * 4 * 4
+    assert table.loc[1, "output_shape"] == (1, 2, 4, 4)
+
+    class Gate(nn.Module):  # squeeze-and-excitation style: x * sigmoid(mean(x))
+        def forward(self, x):
+            return x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+
+    gate = count_ops(Gate(), (1, 3, 4, 4)).loc[0]
+    assert gate[list(OP_KINDS)].tolist() == [48, 3 * 15 + 3, 3 + 3, 3, 0, 0]
+
+
+def test_subclass_with_its_own_forward_does_not_inherit_a_counter(registry):
+    @register_counter(Residual)
+    def count_residual(module, inputs, output, *, bias, pooling):
+        return {"adds": 1}
+
+    class DoubledResidual(Residual):
         def forward(self, x):
             return super().forward(x) * 2
 
-    class PlainLinear(nn.Linear):
+    class PlainResidual(Residual):
         pass
 
-    assert totals(count_ops(PlainLinear(4, 2), (1, 4))) == (8, 6)
-    with pytest.raises(TypeError, match="DoubledLinear"):
-        count_ops(DoubledLinear(4, 2), (1, 4))
+    assert count_ops(PlainResidual(), (1, 2, 4, 4))["adds"].tolist() == [1]
+    doubled = count_ops(DoubledResidual(), (1, 2, 4, 4))  # counted operator by operator
+    assert list(doubled["layer"]) == ["conv", ""]
+    assert doubled.loc[1, ["mults", "adds"]].tolist() == [32, 32]
 
 
-def test_arithmetic_outside_names_the_enclosing_module():
-    model = nn.Sequential()
-    model.add_module("block", Residual())
-    message = r"aten\.add\.Tensor ran in the forward of layer 'block' \(Residual\)"
-    with pytest.raises(RuntimeError, match=message):
-        count_ops(model, (1, 2, 4, 4))
+def test_a_linear_layer_counts_the_same_whatever_kernel_runs_it():
+    layer = nn.Linear(4, 3)
+    x = torch.zeros(5, 2, 4).transpose(0, 1)  # not contiguous: mm, then add the bias
+    for bias in (False, True):
+        expected = linear_ops(4, 3, bias=bias, batch=10)
+        for inputs in (x, x.contiguous()):
+            assert totals(count_ops(layer, inputs, bias=bias)) == (expected["mults"],
+                                                                   expected["adds"])
+
+
+def test_count_operators_adds_up_to_count_ops():
+    for model in (LeNet5(), LeNet5DSC()):
+        for options in ({}, {"bias": True, "pooling": True}):
+            rows = count_ops(model, MNIST, **options)
+            ops = count_operators(model, MNIST, **options)
+            assert (ops[list(OP_KINDS)].sum() == rows[list(OP_KINDS)].sum()).all()
+            convs = ops[ops["operator"] == "aten.convolution"]
+            assert convs.query("category == 'products'")["layer"].tolist() == list(
+                rows.query("kind == 'Conv2d'")["layer"])
+    ops = count_operators(LeNet5(), MNIST)
+    assert (ops.query("category == 'data movement'")[list(OP_KINDS)] == 0).all().all()
+    assert "aten.view" in set(ops["operator"])  # flatten: listed, at no cost
 
 
 def test_harmless_tensor_ops_in_a_container_are_allowed():
@@ -269,12 +349,12 @@ def test_registered_type_is_counted_as_one_unit(registry):
 
 
 def test_a_counter_must_return_known_kinds_and_counts(registry):
-    register_counter(Scale)(lambda module, inputs, output, *, bias, pooling: {"flops": 1})
+    register_counter(Atan2)(lambda module, inputs, output, *, bias, pooling: {"flops": 1})
     with pytest.raises(TypeError, match="keys from"):
-        count_ops(Scale(), (1, 3))
-    register_counter(Scale)(lambda module, inputs, output, *, bias, pooling: {"mults": -1})
+        count_ops(Atan2(), (1, 3))
+    register_counter(Atan2)(lambda module, inputs, output, *, bias, pooling: {"mults": -1})
     with pytest.raises(ValueError, match="mults=-1"):
-        count_ops(Scale(), (1, 3))
+        count_ops(Atan2(), (1, 3))
     with pytest.raises(TypeError, match=r"nn\.Module subclasses"):
         register_counter(int)
 

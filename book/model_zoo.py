@@ -1,0 +1,145 @@
+"""Eleven torchvision classification networks, counted by :mod:`book.opcount` and checked
+against the figures torchvision publishes for them.
+
+torchvision's weights carry, in ``get_model_weights(name).DEFAULT.meta``, the number of
+parameters (``num_params``) and ``_ops``: billions of multiply-accumulates of the
+convolutions, linear layers and matrix products for one 224 x 224 image, the quantity our
+``products`` category counts (MobileNet's "Mult-Adds", the book's multiplications). The
+networks are built with random weights (``weights=None``) on the ``meta`` device, where
+PyTorch computes shapes only, so counting all eleven takes seconds.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pandas as pd
+import torch
+from torch import nn
+
+from book.aten_costs import CATEGORIES, PRODUCTS
+from book.opcount import OP_KINDS, count_operators, count_ops
+from book.separable_map import separable_mults_from_regular
+
+__all__ = ["IMAGE", "MODELS", "build", "by_category", "count_model", "published",
+           "separable_blocks", "zoo_table"]
+
+MODELS = ("alexnet", "googlenet", "densenet121", "resnet50", "mobilenet_v2",
+          "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "convnext_tiny",
+          "swin_t", "vit_b_16")
+IMAGE = (1, 3, 224, 224)  # one RGB image, as the published figures assume
+# GoogLeNet as published: without the auxiliary classifiers (they only run in training);
+# init_weights given, so torchvision does not warn that its default will change.
+_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True}}
+
+
+def build(name: str, device: str | torch.device = "meta") -> nn.Module:
+    """torchvision's network ``name`` (``weights=None``) in eval mode, for counting: on the
+    ``meta`` device its tensors have shapes and no values; on another device its parameters
+    and buffers are zeros (made in a moment, where torchvision's random initialisation of
+    ViT-B/16 takes seconds), since no count depends on their values."""
+    from torchvision.models import get_model
+
+    if name not in MODELS:
+        raise ValueError(f"name must be one of {MODELS}, got {name!r}")
+    with torch.device("meta"):
+        model = get_model(name, weights=None, **_OPTIONS.get(name, {}))
+    if torch.device(device).type != "meta":
+        model = model.to_empty(device=device)
+        with torch.no_grad():
+            for t in (*model.parameters(), *model.buffers()):
+                t.zero_()
+    return model.eval()
+
+
+def published(name: str) -> dict[str, float]:
+    """``{"parameters": int, "GMACs": float}`` as torchvision publishes them (offline)."""
+    from torchvision.models import get_model_weights
+
+    meta = get_model_weights(name).DEFAULT.meta
+    return {"parameters": int(meta["num_params"]), "GMACs": float(meta["_ops"])}
+
+
+def count_model(name: str, *, bias: bool = True, pooling: bool = True) -> pd.DataFrame:
+    """:func:`book.opcount.count_operators` of network ``name`` on :data:`IMAGE`, on the meta
+    device; by default everything is counted, bias and pooling included."""
+    return count_operators(build(name), IMAGE, bias=bias, pooling=pooling)
+
+
+def by_category(operators: pd.DataFrame, kind: str = "mults") -> pd.Series:
+    """The ``kind`` counts of an operator table summed per category, in
+    :data:`book.aten_costs.CATEGORIES` order (zeros included)."""
+    sums = operators.groupby("category")[kind].sum()
+    return pd.Series({c: int(sums.get(c, 0)) for c in CATEGORIES}, name=kind)
+
+
+def zoo_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per network (``tables`` maps its name to :func:`count_model`'s table):
+    parameters counted and published, the multiplications of the products in billions
+    (``GMACs``) against the published figure and their relative difference in percent, then
+    all multiplications and the other kinds of operation, counted."""
+    rows = []
+    for name, ops in tables.items():
+        ref = published(name)
+        params = sum(p.numel() for p in build(name).parameters())
+        products = by_category(ops)[PRODUCTS] / 1e9
+        totals = {k: int(ops[k].sum()) for k in OP_KINDS}
+        rows.append({
+            "network": name, "parameters": params, "parameters (published)": ref["parameters"],
+            "GMACs": products, "GMACs (published)": ref["GMACs"],
+            "difference (%)": 100 * (products / ref["GMACs"] - 1),
+            **totals,
+        })
+    return pd.DataFrame(rows).set_index("network")
+
+
+def _separable_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, str, nn.Conv2d]]:
+    """Each depthwise convolution with a kernel larger than 1 x 1, with the pointwise (1 x 1,
+    ungrouped) convolution that follows it in definition order and reads its channels."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    pairs = []
+    for (dw_name, dw), (pw_name, pw) in pairwise(convs):
+        depthwise = dw.groups == dw.in_channels == dw.out_channels and dw.kernel_size != (1, 1)
+        pointwise = pw.kernel_size == (1, 1) and pw.groups == 1
+        if depthwise and pointwise and pw.in_channels == dw.out_channels:
+            pairs.append((dw_name, dw, pw_name, pw))
+    return pairs
+
+
+def separable_blocks(model: nn.Module, inputs) -> pd.DataFrame:
+    """Part d's map on a real network: for every depthwise-separable pair (a depthwise
+    convolution and the pointwise one after it), ``x`` is the count of the regular convolution
+    it replaces (``C_in -> C_out``, the same kernel, stride, padding and dilation, counted by
+    :func:`book.opcount.count_ops` on the depthwise stage's input), ``f(x)`` the map of
+    equation map-f-mult, and ``y`` the two stages as counted in the network. One row per
+    pair, indexed by the depthwise layer's name."""
+    pairs = _separable_pairs(model)
+    shapes: dict[str, torch.Size] = {}
+
+    def record(name: str):
+        def hook(module, args) -> None:
+            shapes.setdefault(name, args[0].shape)
+        return hook
+
+    hooks = [dw.register_forward_pre_hook(record(name)) for name, dw, _, _ in pairs]
+    try:
+        table = count_ops(model, inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    mults = table.groupby("layer", sort=False)["mults"].sum()
+    rows = []
+    for dw_name, dw, pw_name, pw in pairs:
+        shape = shapes[dw_name]
+        regular = nn.Conv2d(pw.in_channels, pw.out_channels, dw.kernel_size, stride=dw.stride,
+                            padding=dw.padding, dilation=dw.dilation, bias=False,
+                            device="meta")
+        x = int(count_ops(regular, torch.Size(shape))["mults"].sum())
+        k_h, k_w = dw.kernel_size
+        rows.append({
+            "depthwise": dw_name, "C_in": pw.in_channels, "C_out": pw.out_channels,
+            "kernel": f"{k_h}x{k_w}", "stride": dw.stride[0], "input": f"{shape[2]}x{shape[3]}",
+            "x": x, "f(x)": separable_mults_from_regular(x, pw.out_channels, k_h, k_w),
+            "y": int(mults[dw_name] + mults[pw_name]),
+        })
+    return pd.DataFrame(rows).set_index("depthwise")
