@@ -12,15 +12,11 @@ Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
+import io
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -29,10 +25,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+# Chromium, the local server, the build and the page scripts are shared with tools/make_pdf.py.
+import headless  # noqa: E402
+from headless import PAGE_FACTS_JS, VISIBLE_PROSE_JS, WAIT_FOR_PAGE_JS  # noqa: E402
+
 BUILD_DIR = ROOT / "_build" / "browser"
 SCREENSHOT_DIR = ROOT / "_build" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -63,110 +62,31 @@ PAGES = toc_docnames()
 @pytest.fixture(scope="session")
 def book_html() -> Path:
     """Build the book from stored outputs with warnings as errors; return the HTML folder."""
-    subprocess.run(["bash", str(ROOT / "tools" / "fetch_mathjax.sh")], cwd=ROOT, check=True)
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    # local_extensions paths are read relative to the config file, which moves here.
-    extensions = config["sphinx"]["local_extensions"]
-    config["sphinx"]["local_extensions"] = {k: str(ROOT / v) for k, v in extensions.items()}
+    headless.fetch_mathjax()
     shutil.rmtree(BUILD_DIR, ignore_errors=True)
-    BUILD_DIR.mkdir(parents=True)
-    (BUILD_DIR / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run(
-        [str(jupyter_book), "build", "-W", "-n", "--keep-going", "--path-output",
-         str(BUILD_DIR), "--config", str(BUILD_DIR / "_config.yml"), str(ROOT)],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    assert result.returncode == 0, (
-        f"jupyter-book build -W failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
-    return BUILD_DIR / "_build" / "html"
+    config = headless.stored_outputs_config(BUILD_DIR)
+    try:
+        return headless.build_book(BUILD_DIR, config=config)
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
 def server(book_html: Path):
     """Serve the built HTML on a free port of 127.0.0.1; yield its base URL."""
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    handler = functools.partial(QuietHandler, directory=str(book_html))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with headless.serve(book_html) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        reason = (f"{' and '.join(missing)} not found: "
-                  "apt-get install -y chromium chromium-driver (see .ci/run)")
+    if absent := headless.missing():
+        reason = f"{' and '.join(absent)} not found: {headless.INSTALL_HINT}"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="book-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}",
-        # No host but this machine resolves: a page that needs the internet fails here.
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-# Text a reader sees, without code, and MathJax's output: raw TeX left there was not rendered.
-VISIBLE_PROSE_JS = """
-const main = document.querySelector('main') || document.body;
-const copy = main.cloneNode(true);
-copy.querySelectorAll('pre, code, script, style, mjx-container, .MathJax').forEach(
-    e => e.remove());
-return copy.textContent;
-"""
-
-WAIT_FOR_PAGE_JS = """
-const done = arguments[arguments.length - 1];
-const images = Array.from(document.images).map(img => img.complete ? null :
-    new Promise(ok => { img.addEventListener('load', ok); img.addEventListener('error', ok); }));
-const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise)
-    || Promise.resolve();
-Promise.all([typeset, ...images.filter(p => p)]).then(() => done(true), e => done(String(e)));
-"""
-
-PAGE_FACTS_JS = """
-return {
-  ready: document.readyState,
-  mathjax: window.MathJax && MathJax.version ? MathJax.version : null,
-  math: document.querySelectorAll('.math').length,
-  unrendered: Array.from(document.querySelectorAll('.math'))
-      .filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
-  errors: Array.from(document.querySelectorAll('mjx-merror'))
-      .map(e => e.getAttribute('data-mjx-error') || e.textContent),
-  broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))
-      .map(i => i.getAttribute('src')),
-  images: Array.from(document.images).map(i => i.src),
-  resources: performance.getEntriesByType('resource').map(r => r.name),
-  links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
-};
-"""
+    with headless.start() as driver:
+        yield driver
 
 
 def mathjax_version() -> str:
@@ -210,14 +130,54 @@ def test_page_renders_offline(docname: str, server: str, browser, sphinx_ext) ->
     name = docname.replace("/", "_")
     assert browser.save_screenshot(str(SCREENSHOT_DIR / f"{name}.png"))
     # The whole page, beyond the window, for a person to look through.
+    full, marker = full_page_screenshot(browser)
+    (SCREENSHOT_DIR / f"{name}-full.png").write_bytes(full)
+    assert marker == MARKER, f"{docname}: the full-page screenshot is shifted"
+
+
+# A small square put at the start of the page's first heading: a full-page capture must show
+# it where the page lays it out, or the capture has moved the content.
+MARKER = (255, 0, 255)
+PUT_MARKER_JS = """
+const heading = Array.from(document.querySelectorAll('main h1'))
+    .find(h => h.getBoundingClientRect().width > 0) || document.querySelector('main');
+const marker = document.createElement('span');
+marker.id = 'screenshot-marker';
+marker.style.cssText = 'display: inline-block; width: 12px; height: 12px; background: #ff00ff';
+heading.prepend(marker);
+const box = marker.getBoundingClientRect();
+return [Math.round(box.left + window.scrollX + 6), Math.round(box.top + window.scrollY + 6)];
+"""
+
+
+def full_page_screenshot(browser, max_height: int = 16000) -> tuple[bytes, tuple[int, ...]]:
+    """PNG of the whole page at the window's width, and the colour that a capture of it shows
+    where the page puts :data:`MARKER` (the marker is removed before the PNG is taken).
+
+    The viewport is made as tall as the page and captured as it is. (Capturing beyond the
+    viewport through a clip instead shifted the content of the chapters sideways in Chromium,
+    the sidebar cut off, although nothing on the pages overflowed.)
+    """
+    from PIL import Image
+
+    def capture() -> bytes:
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        return base64.b64decode(shot["data"])
+
     width, height = browser.execute_script(
-        "const e = document.documentElement; return [e.scrollWidth, e.scrollHeight];"
-    )
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 16000), "scale": 1},
-    })
-    (SCREENSHOT_DIR / f"{name}-full.png").write_bytes(base64.b64decode(shot["data"]))
+        "return [window.innerWidth, document.documentElement.scrollHeight];")
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": min(height, max_height), "deviceScaleFactor": 1,
+        "mobile": False})
+    try:
+        browser.execute_script("window.scrollTo(0, 0);")
+        x, y = browser.execute_script(PUT_MARKER_JS)
+        marked = Image.open(io.BytesIO(capture())).convert("RGB")
+        colour = marked.getpixel((x, y)) if x < marked.width and y < marked.height else ()
+        browser.execute_script("document.getElementById('screenshot-marker').remove();")
+        return capture(), colour
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_search_finds_the_root_page(server: str, browser) -> None:
