@@ -72,6 +72,9 @@ class TrainConfig:
     shift: int = 1  # training images are moved by up to this many pixels each way, at random
     seed: int = 0
     train_limit: int | None = None  # use only this many training images (for quick tests)
+    # Forward and backward passes in bfloat16 (autocast), weights and optimizer in float32;
+    # scoring is always in float32.
+    autocast_bf16: bool = False
 
     def __post_init__(self) -> None:
         def fraction(name: str, low: float, high: float, *, closed_low: bool) -> None:
@@ -92,6 +95,9 @@ class TrainConfig:
         fraction("ema_decay", 0, 1, closed_low=True)
         non_negative_int("TrainConfig.lr_patience", self.lr_patience)
         non_negative_int("TrainConfig.seed", self.seed)
+        if not isinstance(self.autocast_bf16, bool):
+            raise ValueError("TrainConfig.autocast_bf16 must be a bool, "
+                             f"got {self.autocast_bf16!r}")
         if not isinstance(self.shift, int) or not 0 <= self.shift < 14:
             raise ValueError(f"TrainConfig.shift must be an int in [0, 14), got {self.shift!r}")
         if self.train_limit is not None:
@@ -183,10 +189,10 @@ def split(data: MNISTTensors, config: TrainConfig, device: torch.device | str = 
                  prep(data.test_images), data.test_labels.to(device), std)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 2048) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode."""
+             batch_size: int = 4096) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode, in float32."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
@@ -369,8 +375,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     for step, i in enumerate(range(0, n, config.batch_size), start=first_step):
         idx = order[i:i + config.batch_size]
         images = shifted(x[idx], config.shift, generator, fill=fill)
-        logits = model(_layout(images))
-        loss = F.cross_entropy(logits, y[idx])
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.autocast_bf16):
+            logits = model(_layout(images))
+        loss = F.cross_entropy(logits.float(), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
