@@ -1,9 +1,11 @@
 """Helper package of the course-report book on efficient neural networks.
 
-One module per idea: :mod:`book.data` (MNIST), :mod:`book.models` (LeNet-5 and its
-separable variant), :mod:`book.training` (the training loop shared by every chapter),
-:mod:`book.plots`, :mod:`book.opcount` (multiplication and addition counts) and
-:mod:`book.transformer`.
+One module per idea; ``CONTRIBUTING.md`` lists them all. The notebooks import modules
+(``from book import opcount``) and call them: data (:mod:`book.data`), models
+(:mod:`book.models`), training under one run protocol (:mod:`book.training`,
+:mod:`book.runs`), operation counts and memory traffic (:mod:`book.opcount`,
+:mod:`book.traffic`), the Transformer of Problem 2 (:mod:`book.transformer`) and every
+figure (:mod:`book.plots`).
 """
 
 from book.paths import DATA_DIR, RESULTS_DIR, ROOT
