@@ -5,21 +5,25 @@
 Same weights (those of the finished run results/transformer.* when it matches the current
 code, else the random initialisation), same inputs; median times from torch.utils.benchmark,
 and the ratio to float32 measured in the same run. Also times one matrix product of the
-feed-forward size in each dtype, which is where the differences come from.
+feed-forward size in each dtype, which is where the differences come from, and the float16
+forward pass in the strict 16-bit mode (book.strict_fp16) against PyTorch's float16; and
+prints which 16-bit formats the CPU has instructions for, from its flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 
 import torch
 
 from book.hardware import default_device, dtype_label
 from book.reversal import ReversalTask, training_run
+from book.strict_fp16 import strict_fp16
 from book.timing import benchmark_module
 from book.transformer import DTYPES, Transformer
-from book.transformer_dtypes import inference_times
+from book.transformer_dtypes import cpu_16bit_support, inference_times
 
 
 def _cpu_name() -> str:
@@ -41,6 +45,9 @@ def main() -> None:
     print(f"torch {torch.__version__} on {device} "
           f"({torch.cuda.get_device_name() if device.type == 'cuda' else _cpu_name()}), "
           f"{torch.get_num_threads()} threads")
+    support = cpu_16bit_support()
+    print("CPU instructions for " + ", ".join(
+        f"{fmt}: {', '.join(flags) or 'none'}" for fmt, flags in support.items()))
 
     task = ReversalTask()
     model = Transformer(task.model_config(torch.float32))
@@ -62,6 +69,21 @@ def main() -> None:
         print(table.to_string(float_format=lambda v: f"{v:8.3f}"))
 
     benchmark = benchmark_module()
+    src, tgt = data["src_test"][:64].to(device), data["tgt_test"][:64, :-1].to(device)
+    half = model.to(torch.float16).eval()
+    print("\nforward pass in float16, batch 64: PyTorch's float32 running sums against the "
+          "strict mode")
+    base = None
+    for block in (None, 64, 16, 1):
+        timer = benchmark.Timer(stmt="with torch.no_grad(), mode(): m(src, tgt)",
+                                globals={"m": half, "src": src, "tgt": tgt, "torch": torch,
+                                         "mode": (lambda b=block: strict_fp16(b)) if block
+                                         else contextlib.nullcontext})
+        t = timer.blocked_autorange(min_run_time=args.min_run_time).median
+        base = base or t
+        label = "PyTorch" if block is None else f"strict, block {block}"
+        print(f"{label:>17} {t * 1e3:9.1f} ms  {t / base:6.1f} x PyTorch's float16")
+
     rows, n = [], 64 * 11
     print(f"\nmatrix product [{n} x 256] @ [256 x 1024] (the first feed-forward layer)")
     for dtype in DTYPES:

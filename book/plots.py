@@ -14,13 +14,15 @@ import pandas as pd
 import torch
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from book.reversal import token_name
 from book.separable_map import adds_ratio, mults_ratio
 
-__all__ = ["plot_attention", "plot_confusion", "plot_curves", "plot_layer_ops",
-           "plot_maps", "plot_misclassified", "plot_other_mults", "plot_ratios",
-           "plot_reversal_loss"]
+__all__ = ["plot_accuracy_by_length", "plot_attention", "plot_confusion", "plot_curves",
+           "plot_error_sweep", "plot_layer_ops", "plot_maps", "plot_misclassified",
+           "plot_other_mults", "plot_pareto", "plot_ratios", "plot_reversal_loss",
+           "plot_roofline"]
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
@@ -110,6 +112,7 @@ def plot_maps(rows: Mapping[str, torch.Tensor], *, columns: int = 8,
     Each block has its own colour scale, symmetric about zero (red positive, blue negative),
     with a colour bar labelled ``label``, so that sign and relative size read directly.
     """
+    columns = min(columns, max(len(maps) for maps in rows.values()))
     heights = {name: -(-len(maps) // columns) for name, maps in rows.items()}
     fig, axes = plt.subplots(sum(heights.values()), columns, squeeze=False,
                              figsize=(0.8 * columns + 1.3, 0.95 * sum(heights.values()) + 0.2),
@@ -217,41 +220,240 @@ def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 2
     return fig
 
 
-def plot_reversal_loss(history: Sequence[Mapping[str, float]], window: int = 20) -> Figure:
-    """Training loss per step (log scale) with its running mean over ``window`` steps.
+def plot_reversal_loss(history: Sequence[Mapping[str, float]], window: int = 20,
+                       held_out: Sequence[Mapping[str, float]] = ()) -> Figure:
+    """Training loss per step (log scale) with its running mean over ``window`` steps, and the
+    loss on the held-out sequences at the steps where it was measured.
 
-    ``history``: the rows ``{"step", "loss"}`` of a run of :func:`book.reversal.train_reversal`.
+    ``history``, ``held_out``: the rows ``{"step", "loss"}`` of a run of
+    :func:`book.reversal.train_reversal` (its record's ``history`` and ``held_out``).
     """
     steps = np.array([row["step"] for row in history])
     losses = np.array([row["loss"] for row in history])
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
-    ax.plot(steps, losses, alpha=0.35, label="per batch")
-    ax.plot(steps[window - 1:], smooth, label=f"mean of {window}")
-    ax.set(yscale="log", xlabel="step", ylabel="cross-entropy per token")
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    ax.plot(steps, losses, alpha=0.35, label="training batch")
+    ax.plot(steps[window - 1:], smooth, label=f"training, mean of {window} batches")
+    if held_out:
+        ax.plot([r["step"] for r in held_out], [r["loss"] for r in held_out], "o:",
+                color="tab:red", ms=4, label="held-out sequences (all of them)")
+    ax.set(yscale="log", xlabel="training step", ylabel="cross-entropy per target token")
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     return fig
 
 
+ATTENTION_BLOCKS = {"encoder.self_attn": ("encoder self-attention", "source", "source"),
+                    "decoder.self_attn": ("decoder self-attention", "decoder input",
+                                          "decoder input"),
+                    "decoder.cross_attn": ("cross-attention", "decoder input", "source")}
+
+
 def plot_attention(maps: Mapping[str, torch.Tensor], src: torch.Tensor, tgt: torch.Tensor,
                    heads: tuple[int, ...] = (0, 1, 2, 3)) -> Figure:
-    """Attention weights of ``heads`` for one example: one row of panels per attention block.
+    """Attention weights of ``heads`` for one example: one row of panels per attention block,
+    queries down, keys across, one colour scale (0 to 1) for all, with its colour bar.
 
     ``maps``: from :func:`book.reversal.attention_maps` (batch index 0 is drawn); ``src``,
-    ``tgt``: that example's source tokens and decoder input tokens (1-D). Queries are rows,
-    keys columns.
+    ``tgt``: that example's source tokens and decoder input tokens (1-D).
     """
-    blocks = [("encoder.self_attn", src, src), ("decoder.self_attn", tgt, tgt),
-              ("decoder.cross_attn", tgt, src)]
-    fig, axes = plt.subplots(len(blocks), len(heads), figsize=(2.3 * len(heads), 7.2),
-                             layout="constrained", squeeze=False)
-    for row, (block, queries, keys) in zip(axes, blocks, strict=True):
+    tokens = {"source": src, "decoder input": tgt}
+    fig, axes = plt.subplots(len(ATTENTION_BLOCKS), len(heads), squeeze=False,
+                             figsize=(1.55 * len(heads) + 1.3, 7.4), layout="constrained")
+    for row, (block, (title, query, key)) in zip(axes, ATTENTION_BLOCKS.items(), strict=True):
+        queries, keys = tokens[query], tokens[key]
         for ax, head in zip(row, heads, strict=True):
-            ax.imshow(maps[block][0, head, : len(queries), : len(keys)], vmin=0, vmax=1,
-                      cmap="viridis")
-            ax.set_xticks(range(len(keys)), [token_name(t) for t in keys.tolist()], fontsize=7,
+            weights = maps[block][0, head, : len(queries), : len(keys)].float().numpy()
+            image = ax.imshow(weights, vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks(range(len(keys)), [token_name(t) for t in keys.tolist()], fontsize=8,
                           rotation=90)
             ax.set_yticks(range(len(queries)), [token_name(t) for t in queries.tolist()],
-                          fontsize=7)
-            ax.set_title(f"{block}, head {head}", fontsize=8)
+                          fontsize=8)
+            ax.set_title(f"{title},\nhead {head}", fontsize=8)
+            ax.set_xlabel(f"key: {key} token", fontsize=8)
+        row[0].set_ylabel(f"query: {query} token", fontsize=8)
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.5)
+    return fig
+
+
+def plot_error_sweep(sweep: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel: str,
+                     marks: Mapping[str, float] | None = None, marks_at: float = 0.55
+                     ) -> Figure:
+    """Error against a magnitude, one line per model, both axes logarithmic; where a model
+    gave no finite result, a cross in a band above the dashed line at the top (a triangle
+    where it raised an error naming the step), so that a break shows rather than leaving a
+    gap. ``marks``: labelled vertical lines (label -> x), the labels at the height
+    ``marks_at`` (a fraction of the axes).
+
+    ``sweep``: rows with the columns ``x``, ``y``, ``model`` and ``outcome`` (``"finite"``,
+    ``"RangeError raised"`` or anything else for an inf or NaN), as from
+    :mod:`book.fp16_sweeps`.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    finite = sweep["outcome"] == "finite"
+    top = 3 * sweep.loc[finite, y].max()
+    shown = set()
+    for i, model in enumerate(dict.fromkeys(sweep["model"])):
+        colour, rows = plt.get_cmap("tab10").colors[i], sweep[sweep["model"] == model]
+        ok = rows[rows["outcome"] == "finite"]
+        ax.plot(ok[x], ok[y], marker="osDP"[i], ms=4, lw=1.4, color=colour, label=model)
+        raised = rows["outcome"] == "RangeError raised"
+        for failed, marker in (((rows["outcome"] != "finite") & ~raised, "x"), (raised, "^")):
+            ax.plot(rows.loc[failed, x], np.full(int(failed.sum()), top * 1.5 ** (i + 1)),
+                    ls="", marker=marker, ms=7, mew=1.6, color=colour)
+            shown |= {marker} if failed.any() else set()
+    if shown:
+        ax.axhline(top, color="0.6", lw=0.8, ls="--")
+    meaning = {"x": "no finite result: inf or NaN", "^": "no result: RangeError naming the step"}
+    proxies = [Line2D([], [], ls="", marker=m, color="0.3", mew=1.6, label=meaning[m])
+               for m in ("x", "^") if m in shown]
+    for label, at in (marks or {}).items():
+        ax.axvline(at, color="0.45", lw=0.9, ls=":")
+        ax.annotate(label, (at, marks_at), xycoords=("data", "axes fraction"), xytext=(4, 0),
+                    textcoords="offset points", fontsize=8, color="0.3", va="center")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel)
+    ax.set_ylim(top=top * 1.5**6)
+    ax.grid(alpha=0.3, which="both")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles + proxies, labels + [p.get_label() for p in proxies],
+               loc="outside lower center", ncol=2, frameon=False, fontsize=9)
+    return fig
+
+
+def plot_accuracy_by_length(table: pd.DataFrame) -> Figure:
+    """Exact-match accuracy and digits right (%) against the number of digits, the lengths
+    longer than any training sequence shaded.
+
+    ``table``: from :func:`book.reversal.accuracy_by_length` (index ``length``; columns
+    ``exact_match``, ``digits_right``, ``trained_length``).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    ax.plot(table.index, 100 * table["digits_right"], "s-", ms=4,
+            label="target positions right (digits and eos)")
+    ax.plot(table.index, 100 * table["exact_match"], "o-", ms=4,
+            label="sequences exactly right")
+    beyond = table.index[~table["trained_length"].astype(bool)]
+    if len(beyond):
+        ax.axvspan(beyond.min() - 0.5, beyond.max() + 0.5, color="0.9", zorder=0)
+        ax.text((beyond.min() + beyond.max()) / 2, 60, "longer than any\ntraining sequence",
+                fontsize=8, ha="center", va="center")
+    ax.set(xlabel="digits in the sequence", ylabel="greedy decoding in float16 (%)",
+           ylim=(-3, 103), xticks=list(table.index))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def pareto_front(cost: Sequence[float], accuracy: Sequence[float]) -> list[int]:
+    """Positions of the points that no other point beats on both counts (lower ``cost``,
+    higher ``accuracy``), in order of increasing cost."""
+    order = sorted(range(len(cost)), key=lambda i: (cost[i], -accuracy[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if accuracy[i] > best:
+            front.append(i)
+            best = accuracy[i]
+    return front
+
+
+def plot_pareto(table: pd.DataFrame) -> Figure:
+    """Test accuracy against multiplications per image (left) and against measured inference
+    time per image (right), one point per net, on log x axes and a shared y axis; the nets
+    that no other net beats on both counts (the Pareto front) are joined by a grey line.
+
+    ``table``: one row per net (the index is its label) with the columns ``test_acc``
+    (0..1), ``mults`` (per image), ``us`` (median microseconds per image) and ``us_min``,
+    ``us_max`` (the spread of the time, drawn as a bar).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 4.2), sharey=True, layout="constrained")
+    accuracy = (100 * table["test_acc"]).to_list()
+    colours = plt.get_cmap("tab10").colors
+    panels = ((axes[0], "mults", "multiplications (Mult-Adds) per image"),
+              (axes[1], "us", "measured inference time per image (µs)"))
+    for ax, column, label in panels:
+        cost = table[column].to_list()
+        front = pareto_front(cost, accuracy)
+        ax.plot([cost[i] for i in front], [accuracy[i] for i in front], color="0.6", lw=1.2,
+                zorder=1, label="Pareto front")
+        for colour, (name, row) in zip(colours, table.iterrows(), strict=False):
+            xerr = None
+            if column == "us":
+                xerr = [[row["us"] - row["us_min"]], [row["us_max"] - row["us"]]]
+            ax.errorbar(row[column], 100 * row["test_acc"], xerr=xerr, fmt="o", ms=7,
+                        color=colour, capsize=3, label=name, zorder=2)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_title("against operations", fontsize=10)
+    axes[1].set_title("against measured time (bar: min–max of the rounds)", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
+    return fig
+
+
+def _label_points(ax, points, colour) -> None:
+    """Name every point ``(x, y, name)`` of a log-log panel, to the upper right of it; a label
+    that would overlap one already placed (closer than a tenth of a decade up or down and half a
+    decade across) goes below its point instead."""
+    placed: list[tuple[float, float]] = []
+    for x, y, name in sorted(points, key=lambda p: -p[1]):
+        lx, ly = np.log10(x), np.log10(y)
+        clash = any(abs(lx - px) < 0.5 and abs(ly - py) < 0.1 for px, py in placed)
+        offset, va = ((4, -4), "top") if clash else ((4, 3), "bottom")
+        ax.annotate(name, (x, y), xytext=offset, textcoords="offset points", fontsize=8,
+                    color=colour, va=va)
+        placed.append((lx, ly - (0.12 if clash else 0)))
+
+
+def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float | None = None) -> Figure:
+    """Each layer's measured rate against its arithmetic intensity, under the machine's two
+    roofs (log-log), one panel per net, sharing both axes.
+
+    ``roofs``: a :class:`book.roofline.Roofs`. ``layers``: one row per layer call with the
+    columns ``net``, ``layer``, ``intensity`` (operations per byte), ``rate`` (operations per
+    second of its best time) and ``rate_median`` (of its median time, drawn as a bar below
+    the point); a layer without operations cannot be placed and must be left out. A layer
+    named ``*.depthwise`` is drawn as a triangle, ``*.pointwise`` as a square. ``reference``
+    (operations per second), if given, is drawn as a dashed line: the one rate at which an
+    operation count predicts time.
+    """
+    nets = list(dict.fromkeys(layers["net"]))
+    fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets), 4.4), sharex=True,
+                             sharey=True, layout="constrained", squeeze=False)
+    low = min(layers["intensity"].min(), roofs.ridge) / 2
+    high = max(layers["intensity"].max(), roofs.ridge) * 2
+    grid = np.geomspace(low, high, 200)
+    stages = {"depthwise": ("v", "depthwise stage"), "pointwise": ("s", "pointwise stage")}
+    for ax, net, colour in zip(axes[0], nets, COLOURS, strict=False):
+        ax.plot(grid, roofs.attainable(grid) / 1e9, color="black", lw=1.6,
+                label=f"roofs: {roofs.bandwidth / 1e9:.1f} GB/s × intensity, "
+                      f"{roofs.peak / 1e9:.0f} GOP/s")
+        ax.axvline(roofs.ridge, color="black", ls=":", lw=0.8,
+                   label=f"ridge: {roofs.ridge:.1f} operations per byte")
+        if reference is not None:
+            ax.axhline(reference / 1e9, color="0.45", ls="--", lw=1,
+                       label=f"op-count assumption: {reference / 1e9:.1f} GOP/s throughout")
+        rows = layers[layers["net"] == net]
+        stage = rows["layer"].str.rsplit(".", n=1).str[-1]
+        points = []
+        for key, (marker, _) in (*stages.items(), ("", ("o", "other layer"))):
+            part = rows[stage == key] if key else rows[~stage.isin(list(stages))]
+            rate, median = part["rate"] / 1e9, part["rate_median"] / 1e9
+            ax.errorbar(part["intensity"], rate, yerr=[rate - median, 0 * rate], fmt=marker,
+                        color=colour, capsize=2, ms=6)
+            points.extend(zip(part["intensity"], rate, part["layer"], strict=True))
+        _label_points(ax, points, colour)
+        ax.set(xscale="log", yscale="log", title=net,
+               xlabel="arithmetic intensity (operations per byte)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("operations per second (GOP/s)")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    for marker, label in (*stages.values(), ("o", "other layer")):
+        handles.append(Line2D([], [], marker=marker, color="0.35", ls=""))
+        labels.append(f"{label}, at its best time (bar down to its median)")
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
     return fig

@@ -2,8 +2,10 @@
 
 The task and its tokens (:class:`ReversalTask`, :func:`encode`, :func:`decode`), its training
 (:class:`ReversalConfig`, :func:`train_reversal`, stored as the run ``results/transformer.*``
-by :class:`book.runs.Run`), and what the trained model does: :func:`exact_match` of greedy
-decoding, :func:`attention_maps` and :func:`anti_diagonal_attention`.
+by :class:`book.runs.Run`, with the held-out loss beside the training loss), and what the
+trained model does: :func:`exact_match` of greedy decoding, :func:`accuracy_by_length` (also
+on sequences longer than any it was trained on), :func:`attention_maps` and
+:func:`anti_diagonal_attention`.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from book import transformer
+from book import strict_fp16, transformer, transformer_layers
 from book.checks import positive_float, positive_int
 from book.hardware import default_device, dtype_label
 from book.paths import RESULTS_DIR
@@ -26,9 +28,9 @@ from book.runs import Run, code_digest
 from book.transformer import BOS, EOS, PAD, Softmax, Transformer, TransformerConfig
 
 __all__ = [
-    "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "anti_diagonal_attention",
-    "attention_maps", "decode", "encode", "exact_match", "token_name", "train_reversal",
-    "training_run",
+    "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "accuracy_by_length",
+    "anti_diagonal_attention", "attention_maps", "decode", "encode", "exact_match",
+    "held_out_loss", "token_name", "train_reversal", "training_run", "with_max_len",
 ]
 
 DIGIT_OFFSET = EOS + 1  # digit d is token d + DIGIT_OFFSET: after PAD, BOS and EOS
@@ -111,7 +113,8 @@ class ReversalTask:
 
 @dataclass(frozen=True)
 class ReversalConfig:
-    """Adam with linear warm-up and cosine decay; float32 weights, bf16 autocast on the CPU."""
+    """Adam with linear warm-up and cosine decay; float32 weights, bf16 autocast on the CPU;
+    the loss on the held-out sequences every ``eval_every`` steps."""
 
     steps: int = 600
     batch_size: int = 64
@@ -119,10 +122,11 @@ class ReversalConfig:
     warmup: int = 50
     seed: int = 0
     checkpoint_every: int = 100
+    eval_every: int = 50
     autocast: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "warmup", "checkpoint_every"):
+        for name in ("steps", "batch_size", "warmup", "checkpoint_every", "eval_every"):
             positive_int(name, getattr(self, name))
         positive_float("lr", self.lr)
 
@@ -149,9 +153,9 @@ def training_run(task: ReversalTask = ReversalTask(), config: ReversalConfig = R
     model = task.model_config(torch.float32)
     identity = {"task": asdict(task), "config": asdict(config),
                 "model": asdict(model) | {"dtype": dtype_label(model.dtype)},
-                "model_code": code_digest(transformer),
+                "model_code": code_digest(transformer, transformer_layers, strict_fp16),
                 "training_code": code_digest(ReversalTask, ReversalConfig, _initial_model,
-                                             train_reversal)}
+                                             train_reversal, held_out_loss)}
     return Run(name, identity, results_dir, retrain=retrain)
 
 
@@ -161,7 +165,8 @@ def train_reversal(task: ReversalTask = ReversalTask(), config: ReversalConfig =
                    retrain: bool = False, log: Callable[[str], None] | None = None,
                    ) -> tuple[Transformer, dict]:
     """Train on ``task`` (or reuse a finished run); return the model in ``dtype`` and the
-    run's record (``history``: the loss per step, ``seconds``, ``device``).
+    run's record (``history``: the loss per step; ``held_out``: the loss on the task's
+    held-out sequences every ``config.eval_every`` steps; ``seconds``, ``device``).
 
     The checkpoint (float32 weights, optimizer, step) is rewritten atomically every
     ``config.checkpoint_every`` steps, so an interrupted run resumes where it stopped, with
@@ -179,14 +184,16 @@ def train_reversal(task: ReversalTask = ReversalTask(), config: ReversalConfig =
     device = torch.device(device or default_device())
     data = task.data()
     src, tgt = data["src_train"].to(device), data["tgt_train"].to(device)
+    src_test, tgt_test = data["src_test"].to(device), data["tgt_test"].to(device)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
-    step, losses, seconds = 0, [], 0.0
+    step, losses, held_out, seconds = 0, [], [], 0.0
     state = run.checkpoint()
     if state is not None:  # an interrupted run of this identity
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, losses, seconds = state["step"], state["losses"], state["seconds"]
+        held_out = state["held_out"]
         if log:
             log(f"resuming at step {step}")
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD)
@@ -206,17 +213,41 @@ def train_reversal(task: ReversalTask = ReversalTask(), config: ReversalConfig =
         opt.step()
         losses.append(loss.item())
         step += 1
+        if step % config.eval_every == 0 or step == config.steps:
+            with amp:
+                held_out.append({"step": step, "loss": held_out_loss(model, src_test, tgt_test)})
         seconds = time.perf_counter() - start
         if step % config.checkpoint_every == 0 or step == config.steps:
             if step < config.steps:  # the last step is stored by run.finish
                 run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "step": step, "losses": losses, "seconds": seconds})
+                                     "step": step, "losses": losses, "held_out": held_out,
+                                     "seconds": seconds})
             if log:
                 log(f"step {step}/{config.steps}  loss {loss.item():.4f}  {seconds:.0f} s")
     record = run.finish(model.state_dict(), {
         "history": [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)],
-        "seconds": seconds, "device": str(device)})
+        "held_out": held_out, "seconds": seconds, "device": str(device)})
     return model.cpu().to(dtype).eval(), record
+
+
+@torch.no_grad()
+def held_out_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
+                  batch_size: int = 1000) -> float:
+    """Cross-entropy per target token (padding left out) of teacher-forced ``model(src,
+    tgt[:, :-1])`` against ``tgt[:, 1:]``, as in training but without gradients."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for i in range(0, len(src), batch_size):
+        s, t = src[i : i + batch_size], tgt[i : i + batch_size]
+        logits = model(s, t[:, :-1]).float()
+        target = t[:, 1:]
+        total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             target.reshape(-1), ignore_index=PAD,
+                                             reduction="sum").item()
+        tokens += (target != PAD).sum().item()
+    model.train(was_training)
+    return total / tokens
 
 
 def exact_match(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
@@ -228,6 +259,52 @@ def exact_match(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
         s, t = src[i : i + batch_size].to(device), tgt[i : i + batch_size, 1:].to(device)
         right += (model.generate(s, t.shape[1]) == t).all(dim=1).sum().item()
     return right / len(src)
+
+
+def with_max_len(model: Transformer, max_len: int) -> Transformer:
+    """A copy of ``model`` with room for ``max_len`` positions: the same weights (positions
+    are sinusoids, defined for every position, not learnt), a longer table and causal mask."""
+    with torch.random.fork_rng(devices=[]):
+        longer = Transformer(replace(model.config, max_len=max_len, dtype=model.dtype))
+    longer.load_state_dict(model.state_dict())
+    return longer.to(next(model.parameters()).device).eval()
+
+
+@torch.no_grad()
+def accuracy_by_length(model: Transformer, task: ReversalTask, lengths: Iterable[int],
+                       n: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Greedy decoding, length by length: up to ``n`` held-out sequences of each length the
+    task trains on, and ``n`` fresh random sequences of each length beyond it (positions no
+    training sequence reached). Per length: ``sequences``, ``exact_match``, ``digits_right``
+    (the fraction of target positions, digits and EOS, decoded right) and ``trained_length``.
+    """
+    lengths = [positive_int("length", n_digits) for n_digits in lengths]
+    wide = replace(task, max_len=max(task.max_len, *lengths))
+    extended = with_max_len(model, wide.max_len + 2)
+    held_out = [tuple(t - DIGIT_OFFSET for t in row.tolist() if t >= DIGIT_OFFSET)
+                for row in task.data()["src_test"]]
+    g = torch.Generator().manual_seed(seed)
+    seqs = []
+    for length in lengths:
+        if length <= task.max_len:
+            seqs += [s for s in held_out if len(s) == length][:n]
+        else:
+            seqs += [tuple(torch.randint(0, 10, (length,), generator=g).tolist())
+                     for _ in range(n)]
+    src, tgt = wide.tensors(seqs)
+    target = tgt[:, 1:]
+    device = next(model.parameters()).device
+    right = extended.generate(src.to(device), target.shape[1]).cpu() == target  # one batch
+    table = pd.DataFrame({"length": [len(s) for s in seqs],
+                          "exact_match": right.all(1).float().numpy(),
+                          "right": (right & (target != PAD)).sum(1).numpy(),
+                          "positions": (target != PAD).sum(1).numpy()})
+    table = table.groupby("length").agg(sequences=("exact_match", "size"),
+                                        exact_match=("exact_match", "mean"),
+                                        right=("right", "sum"), positions=("positions", "sum"))
+    table["digits_right"] = table.pop("right") / table.pop("positions")
+    table["trained_length"] = table.index <= task.max_len
+    return table
 
 
 @torch.no_grad()

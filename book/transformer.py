@@ -1,19 +1,24 @@
-"""The 16-bit Transformer of Problem 2: one encoder layer, one decoder layer, 8 heads.
+"""The Transformer of Problem 2: one encoder layer, one decoder layer, 8 heads, in 16 bits.
 
-Written from the assignment hand-out's equations, "(A10)" being its equation (10): positions
-(A10, A11), scaled dot-product attention (A12) with an additive mask (A16), cross-attention
-(A17), multi-head attention, residual + LayerNorm (A13, A15), the feed-forward network (A14).
-Post-norm, as ``torch.nn.Transformer`` with ``norm_first=False`` and its final encoder and
-decoder LayerNorms, so :meth:`Transformer.load_torch_weights` reproduces PyTorch. No dropout.
+The assignment states the problem (a figure and one paragraph); the equations are those of
+the earlier student report, numbered there (10) to (17) and cited here as "(R10)" to "(R17)":
+positions (R10, R11), scaled dot-product attention (R12) with an additive mask (R16),
+cross-attention (R17), multi-head attention, residual + LayerNorm (R13, R15), the
+feed-forward network (R14). Post-norm, as ``torch.nn.Transformer`` with ``norm_first=False``
+and its final encoder and decoder LayerNorms, so :meth:`Transformer.load_torch_weights`
+reproduces PyTorch. No dropout, and the embeddings are not multiplied by ``sqrt(d_model)``.
 
-Bottom-up, as nanoGPT's ``model.py``: leaf modules that do all the arithmetic (each counted
-by :mod:`book.transformer_ops`, so ``count_ops`` sees every operation), containers built from
-the one :class:`TransformerConfig` that only wire and reshape, then :class:`Transformer`.
+Bottom-up, as nanoGPT's ``model.py``: the leaf modules of :mod:`book.transformer_layers` do
+all the arithmetic (each counted by :mod:`book.transformer_ops`, so ``count_ops`` sees every
+operation), containers built from the one :class:`TransformerConfig` only wire and reshape,
+then :class:`Transformer`.
 
-16 bits: every parameter, buffer and tensor the model makes has ``config.dtype`` (float16 by
-default). PyTorch's fp16 kernels for matrix products and sums accumulate in fp32 registers
-and round once, as GPU tensor cores do; nothing is cast up. The two steps that would
-overflow in fp16 are handled in :class:`Softmax` and :class:`LayerNorm`.
+What "16 bits" means here: every parameter, buffer, constant and activation has
+``config.dtype`` (float16 by default), and every elementwise operation is rounded to it.
+Matrix products and sums are PyTorch's: their running sums are float32 inside the kernel and
+rounded once, unless ``with book.strict_fp16.strict_fp16():`` keeps them in 16 bits too.
+A forward pass never returns inf or NaN silently: a step whose result cannot be represented
+raises :class:`~book.transformer_layers.RangeError` naming it and the magnitude.
 """
 
 from __future__ import annotations
@@ -24,12 +29,28 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from book.checks import positive_int
+from book.checks import is_int, positive_int
+from book.transformer_layers import (
+    Add,
+    ApplyMask,
+    CausalMask,
+    KeyPaddingMask,
+    LayerNorm,
+    Linear,
+    MatMul,
+    PositionalEncoding,
+    RangeError,
+    Scale,
+    Scores,
+    Softmax,
+    TokenEmbedding,
+)
 
-__all__ = ["BOS", "DTYPES", "EOS", "PAD", "Add", "AddNorm", "CausalMask", "DecoderLayer",
-           "EncoderLayer", "FeedForward", "KVCache", "KeyPaddingMask", "LayerNorm", "MatMul",
-           "MultiHeadAttention", "PositionalEncoding", "Scale", "ScaledDotProductAttention",
-           "Softmax", "Transformer", "TransformerConfig"]
+__all__ = ["BOS", "DTYPES", "EOS", "PAD", "Add", "AddNorm", "ApplyMask", "CausalMask",
+           "DecoderLayer", "EncoderLayer", "FeedForward", "KVCache", "KeyPaddingMask",
+           "LayerNorm", "Linear", "MatMul", "MultiHeadAttention", "PositionalEncoding",
+           "RangeError", "Scale", "ScaledDotProductAttention", "Scores", "Softmax",
+           "TokenEmbedding", "Transformer", "TransformerConfig", "check_batch", "check_tokens"]
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 PAD, BOS, EOS = 0, 1, 2  # special tokens; a task's own tokens come after them
@@ -38,7 +59,8 @@ PAD, BOS, EOS = 0, 1, 2  # special tokens; a task's own tokens come after them
 @dataclass(frozen=True)
 class TransformerConfig:
     """The model's shape and number format, passed whole to each layer. ``d_ff`` is our choice
-    (the assignment fixes ``d_model`` and 8 heads); ``max_len`` is the longest sequence."""
+    (the assignment fixes ``d_model`` and 8 heads); ``max_len`` is the longest sequence;
+    ``pad_id`` the token whose keys are masked (a token of both vocabularies)."""
 
     src_vocab: int
     tgt_vocab: int
@@ -47,6 +69,7 @@ class TransformerConfig:
     d_ff: int = 1024
     max_len: int = 512
     dtype: torch.dtype = torch.float16
+    pad_id: int = PAD
 
     def __post_init__(self) -> None:
         for name in ("src_vocab", "tgt_vocab", "d_model", "n_heads", "d_ff", "max_len"):
@@ -58,173 +81,43 @@ class TransformerConfig:
                              f"({self.n_heads})")
         if self.d_model % 2:
             raise ValueError(f"d_model must be even for sin/cos pairs, got {self.d_model}")
+        top = min(self.src_vocab, self.tgt_vocab) - 1
+        if not is_int(self.pad_id) or not 0 <= self.pad_id <= top:
+            raise ValueError(f"pad_id must be a token id of both vocabularies, an int in "
+                             f"[0, {top}], got {self.pad_id!r}")
 
     @property
     def d_k(self) -> int:  # the width of one head
         return self.d_model // self.n_heads
 
 
-# --- leaf modules: all the arithmetic -------------------------------------------------------
-
-
-class PositionalEncoding(nn.Module):
-    """Adds the sinusoids of equations (A10) and (A11) to ``x`` of shape ``[B, L, d_model]``.
-    The table is a constant: computed in float64, rounded once when the model is cast."""
-
-    def __init__(self, d_model: int, max_len: int):
-        super().__init__()
-        pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
-        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # 2i = 0, 2, ..., d_model - 2
-        angle = pos / 10000 ** (two_i / d_model)  # (max_len, d_model / 2)
-        pe = torch.empty(max_len, d_model, dtype=torch.float64)
-        pe[:, 0::2] = torch.sin(angle)  # (A10)
-        pe[:, 1::2] = torch.cos(angle)  # (A11)
-        self.register_buffer("pe", pe, persistent=False)
-
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """``offset``: the position of ``x[:, 0]`` (incremental decoding feeds one at a time)."""
-        end = offset + x.shape[-2]
-        if end > self.pe.shape[0]:
-            raise ValueError(f"position {end - 1} is beyond max_len {self.pe.shape[0]}")
-        return x + self.pe[offset:end]
-
-
-class Add(nn.Module):
-    """``x + y`` (with broadcasting): the residual connections and the attention mask."""
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x + y
-
-
-class Scale(nn.Module):
-    """Multiplies by a constant ``factor``."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor:.6g}"
-
-
-class MatMul(nn.Module):
-    """Batched matrix product ``a @ b``: ``[..., M, K] @ [..., K, N] -> [..., M, N]``."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
-
-
-class Softmax(nn.Module):
-    """Softmax over the last dimension that is safe in 16 bits.
-
-    The row maximum is subtracted first, so every exponent is <= 0 and ``exp`` lies in
-    (0, 1] however large the logits (fp16 overflows at 65504, i.e. ``exp(11.1)``). A row that
-    is masked everywhere (all ``-inf``) would give ``-inf - (-inf) = nan``; such a row returns
-    zeros instead, so a sequence that is all padding contributes nothing and poisons nothing.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.amax(dim=-1, keepdim=True)  # L - 1 comparisons per row
-        m = torch.where(m == -math.inf, 0.0, m)  # fully masked row: exp(-inf - 0) = 0
-        e = torch.exp(x - m)  # L adds, L exps; each value in [0, 1]
-        s = e.sum(dim=-1, keepdim=True)  # L - 1 adds; 1 <= s <= L unless the row is masked
-        s = torch.where(s == 0, 1.0, s)  # fully masked row: 0 / 1 = 0 rather than 0 / 0
-        return e / s  # L divs
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm over the last dimension (width ``D``), computed in the input's dtype.
-
-    In fp16 the square of a centred value overflows once it exceeds 256 (256**2 > 65504), so
-    the textbook ``mean((x - mu)**2)`` becomes ``inf`` for rows with large entries. Here the
-    variance is taken of the centred row divided by its largest magnitude ``s``: those values
-    lie in [-1, 1] and their squares cannot overflow. Then
-
-        std = s * sqrt(mean(u**2) + eps / s**2),  u = (x - mean(x)) / s,
-
-    which equals ``sqrt(var(x) + eps)``, and ``y = (x - mean(x)) / std * weight + bias``
-    (the last two operations fused, rounded once). Built in float32; ``.to(dtype)`` casts it.
-    """
-
-    def __init__(self, d: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=-1, keepdim=True)  # D - 1 adds, 1 div
-        xc = x - mu  # D adds
-        s = xc.abs().amax(dim=-1, keepdim=True)  # D - 1 comparisons (abs clears a sign bit)
-        s = torch.where(s > 0, s, 1.0)  # 1 comparison: a constant row has xc = 0 anyway
-        u = xc / s  # D divs; |u| <= 1
-        var = (u * u).mean(dim=-1, keepdim=True)  # D mults, D - 1 adds, 1 div
-        r = math.sqrt(self.eps) / s  # 1 div
-        std = s * torch.sqrt(var + r * r)  # 2 mults, 1 add, 1 sqrt
-        return torch.addcmul(self.bias, xc / std, self.weight)  # D divs, D mults, D adds
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
-
-
-class KeyPaddingMask(nn.Module):
-    """Token ids ``[B, L]`` -> additive mask ``[B, 1, 1, L]``: ``-inf`` at ``PAD``, else 0."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("fill", torch.tensor([0.0, -math.inf]), persistent=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        is_pad = tokens[:, None, None, :] == PAD  # one comparison per token
-        return torch.where(is_pad, self.fill[1], self.fill[0])
-
-
-class CausalMask(nn.Module):
-    """Adds the causal mask ``M`` of equation (A16) to a key padding mask.
-
-    ``[B, 1, 1, T] -> [B, 1, T, T]``; ``M[i, j] = -inf`` for ``j > i`` (a position must not
-    see the future), else 0.
-    """
-
-    def __init__(self, max_len: int):
-        super().__init__()
-        self.register_buffer("m", torch.full((max_len, max_len), -math.inf).triu(1),
-                             persistent=False)
-
-    def forward(self, padding: torch.Tensor) -> torch.Tensor:
-        t = padding.shape[-1]
-        return self.m[:t, :t] + padding  # (B, 1, T, T)
-
-
 # --- containers: only reshapes --------------------------------------------------------------
 
 
 class ScaledDotProductAttention(nn.Module):
-    """Equations (A12) and (A16): ``softmax(Q K^T / sqrt(d_k) + M) V`` for every head.
+    """Equations (R12) and (R16): ``softmax(Q K^T / sqrt(d_k) + M) V`` for every head.
 
     ``q``: ``[B, h, Lq, d_k]``, ``k`` and ``v``: ``[B, h, Lk, d_k]``, ``mask``: additive,
     broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. The factor ``1/sqrt(d_k)``
     is applied to Q before the product: the same number, ``Lq d_k`` multiplications instead
-    of ``Lq Lk``, and the products stay further from fp16's ceiling.
+    of ``Lq Lk``. :class:`~book.transformer_layers.Scores` returns the scores at a scale
+    16 bits can hold, and the exponent of that scale, which the softmax undoes.
     """
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.scale = Scale(1 / math.sqrt(config.d_k))
-        self.scores = MatMul()
-        self.mask = Add()
+        self.scores = Scores(config.d_k)
+        self.mask = ApplyMask()
         self.softmax = Softmax()
         self.context = MatMul()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        a = self.scores(self.scale(q), k.transpose(-2, -1))  # (B, h, Lq, Lk)
+        a, shift = self.scores(self.scale(q), k)  # (B, h, Lq, Lk), scaled by 2**-shift
         if mask is not None:
-            a = self.mask(a, mask)  # (A16)
-        return self.context(self.softmax(a), v)  # (B, h, Lq, d_k)
+            a = self.mask(a, mask)  # (R16)
+        return self.context(self.softmax(a, shift), v)  # (B, h, Lq, d_k)
 
 
 class KVCache:
@@ -261,11 +154,11 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         d = config.d_model
         self.n_heads, self.d_k = config.n_heads, config.d_k
-        self.q_proj = nn.Linear(d, d)
-        self.k_proj = nn.Linear(d, d)
-        self.v_proj = nn.Linear(d, d)
+        self.q_proj = Linear(d, d)
+        self.k_proj = Linear(d, d)
+        self.v_proj = Linear(d, d)
         self.attention = ScaledDotProductAttention(config)
-        self.out_proj = nn.Linear(d, d)
+        self.out_proj = Linear(d, d)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -292,20 +185,20 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Equation (A14): ``max(0, x W_1 + b_1) W_2 + b_2``, ``d_model -> d_ff -> d_model``."""
+    """Equation (R14): ``max(0, x W_1 + b_1) W_2 + b_2``, ``d_model -> d_ff -> d_model``."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.linear1 = nn.Linear(config.d_model, config.d_ff)
+        self.linear1 = Linear(config.d_model, config.d_ff)
         self.relu = nn.ReLU()
-        self.linear2 = nn.Linear(config.d_ff, config.d_model)
+        self.linear2 = Linear(config.d_ff, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(self.relu(self.linear1(x)))
 
 
 class AddNorm(nn.Module):
-    """Equations (A13) and (A15): ``LayerNorm(x + Sublayer(x))``, given ``x`` and the
+    """Equations (R13) and (R15): ``LayerNorm(x + Sublayer(x))``, given ``x`` and the
     sub-layer's output (the Annotated Transformer's ``SublayerConnection``, post-norm)."""
 
     def __init__(self, config: TransformerConfig):
@@ -327,8 +220,8 @@ class EncoderLayer(nn.Module):
         self.add_norm1, self.add_norm2 = AddNorm(config), AddNorm(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.add_norm1(x, self.self_attn(x, x, x, mask))  # (A13)
-        return self.add_norm2(x, self.ffn(x))  # (A14), (A15)
+        x = self.add_norm1(x, self.self_attn(x, x, x, mask))  # (R13)
+        return self.add_norm2(x, self.ffn(x))  # (R14), (R15)
 
 
 class DecoderLayer(nn.Module):
@@ -348,9 +241,33 @@ class DecoderLayer(nn.Module):
                 memory_mask: torch.Tensor | None,
                 cache: tuple[KVCache, KVCache] | None = None) -> torch.Tensor:
         self_cache, cross_cache = cache or (None, None)
-        y = self.add_norm1(y, self.self_attn(y, y, y, self_mask, self_cache))  # (A16), (A13)
-        y = self.add_norm2(y, self.cross_attn(y, memory, memory, memory_mask, cross_cache))  # (A17)
-        return self.add_norm3(y, self.ffn(y))  # (A14), (A15)
+        y = self.add_norm1(y, self.self_attn(y, y, y, self_mask, self_cache))  # (R16), (R13)
+        y = self.add_norm2(y, self.cross_attn(y, memory, memory, memory_mask, cross_cache))  # (R17)
+        return self.add_norm3(y, self.ffn(y))  # (R14), (R15)
+
+
+def check_tokens(name: str, tokens: torch.Tensor, max_len: int, offset: int = 0) -> None:
+    """A ``ValueError`` naming ``name`` unless ``tokens`` is ``[B, L]`` of dtype long with
+    ``1 <= L`` and ``offset + L <= max_len``; the ids themselves are checked by the embedding."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
+        shape = list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        dtype = getattr(tokens, "dtype", "")
+        raise ValueError(f"{name} must be token ids of shape [B, L] and dtype long, got "
+                         f"{shape} {dtype}")
+    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sequence and one position, got shape "
+                         f"{list(tokens.shape)}")
+    if offset + tokens.shape[1] > max_len:
+        raise ValueError(f"{name} reaches position {offset + tokens.shape[1]}, more than "
+                         f"max_len = {max_len} positions")
+
+
+def check_batch(**tensors: torch.Tensor) -> None:
+    """A ``ValueError`` unless the tensors have the same batch size (first dimension)."""
+    sizes = {name: t.shape[0] for name, t in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError("batch sizes must match: " + ", ".join(f"{n} has {b}"
+                                                                for n, b in sizes.items()))
 
 
 class Transformer(nn.Module):
@@ -358,7 +275,7 @@ class Transformer(nn.Module):
 
     One :class:`EncoderLayer` and one :class:`DecoderLayer`, each followed by a final
     LayerNorm as in ``torch.nn.Transformer``. Source and target have their own embeddings,
-    added to the positions unscaled; ``PAD`` keys are masked everywhere, and the decoder's
+    added to the positions unscaled; ``pad_id`` keys are masked everywhere, and the decoder's
     self-attention is causal. Built in float32, then cast to ``config.dtype`` once.
     """
 
@@ -368,20 +285,23 @@ class Transformer(nn.Module):
             raise TypeError(f"config must be a TransformerConfig, got {config!r}")
         self.config = config
         d = config.d_model
-        self.src_embed = nn.Embedding(config.src_vocab, d)
-        self.tgt_embed = nn.Embedding(config.tgt_vocab, d)
+        self.src_embed = TokenEmbedding(config.src_vocab, d, "src")
+        self.tgt_embed = TokenEmbedding(config.tgt_vocab, d, "tgt")
         self.pos = PositionalEncoding(d, config.max_len)
-        self.src_pad, self.tgt_pad = KeyPaddingMask(), KeyPaddingMask()
+        self.src_pad = KeyPaddingMask(config.pad_id)
+        self.tgt_pad = KeyPaddingMask(config.pad_id)
         self.causal = CausalMask(config.max_len)
         self.encoder = EncoderLayer(config)
         self.encoder_norm = LayerNorm(d)
         self.decoder = DecoderLayer(config)
         self.decoder_norm = LayerNorm(d)
-        self.generator = nn.Linear(d, config.tgt_vocab)
+        self.generator = Linear(d, config.tgt_vocab)
         # As nn.Transformer does: Xavier-uniform for every matrix except the embeddings.
         for name, p in self.named_parameters():
             if p.dim() > 1 and "embed" not in name:
                 nn.init.xavier_uniform_(p)
+        for name, module in self.named_modules():
+            module.qualified_name = name  # what an overflow error calls the step
         self.to(config.dtype)  # the one place the dtype is applied: every parameter and buffer
 
     @property
@@ -391,6 +311,7 @@ class Transformer(nn.Module):
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``src [B, S]`` -> (memory ``[B, S, d_model]``, source mask ``[B, 1, 1, S]``)."""
+        check_tokens("src", src, self.config.max_len)
         src_mask = self.src_pad(src)
         memory = self.encoder(self.pos(self.src_embed(src)), src_mask)
         return self.encoder_norm(memory), src_mask
@@ -399,25 +320,24 @@ class Transformer(nn.Module):
                cache: tuple[KVCache, KVCache] | None = None) -> torch.Tensor:
         """``tgt [B, T]`` and the encoder's output -> logits ``[B, T, tgt_vocab]``; with a
         ``cache`` (see :meth:`generate`), ``tgt [B, 1]`` is the token after the cached ones."""
-        if cache is None:
-            offset, tgt_mask = 0, self.causal(self.tgt_pad(tgt))  # (B, 1, T, T)
-        else:
-            offset, tgt_mask = cache[0].length, None  # after the self-attention's cached keys
+        offset = 0 if cache is None else cache[0].length  # after the cached self-attention keys
+        check_tokens("tgt", tgt, self.config.max_len, offset)
+        check_batch(tgt=tgt, memory=memory)
+        tgt_mask = self.causal(self.tgt_pad(tgt)) if cache is None else None  # (B, 1, T, T)
         y = self.pos(self.tgt_embed(tgt), offset)  # (B, T, d)
         y = self.decoder(y, memory, tgt_mask, src_mask, cache)
         return self.generator(self.decoder_norm(y))
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        for name, t in (("src", src), ("tgt", tgt)):
-            if t.dim() != 2 or t.dtype != torch.long:
-                raise ValueError(f"{name} must be token ids of shape [B, L] and dtype long, "
-                                 f"got {list(t.shape)} {t.dtype}")
+        check_tokens("src", src, self.config.max_len)
+        check_tokens("tgt", tgt, self.config.max_len)
+        check_batch(src=src, tgt=tgt)
         memory, src_mask = self.encode(src)
         return self.decode(tgt, memory, src_mask)
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, max_len: int) -> torch.Tensor:
-        """Greedy decoding: ``src [B, S]`` -> ``[B, max_len]`` tokens (no BOS), PAD after EOS.
+        """Greedy decoding: ``src [B, S]`` -> ``[B, max_len]`` tokens (no BOS), pad after EOS.
 
         With a key-value cache: the encoder, and the cross-attention's keys and values, run
         once; each step runs :meth:`decode` on the newest token only, whose self-attention
@@ -425,14 +345,21 @@ class Transformer(nn.Module):
         :meth:`decode` on the whole prefix at every step (a test checks it), for a fraction of
         the work: a position only ever attends to itself and earlier ones.
         """
+        pad = self.config.pad_id
+        if not 0 < positive_int("max_len", max_len) <= self.config.max_len:
+            raise ValueError(f"max_len must be at most config.max_len = {self.config.max_len}, "
+                             f"got {max_len}")
+        if max(BOS, EOS) >= self.config.tgt_vocab or pad in (BOS, EOS):
+            raise ValueError(f"generate needs BOS ({BOS}) and EOS ({EOS}) in the target "
+                             f"vocabulary and distinct from pad_id ({pad})")
         memory, src_mask = self.encode(src)
         cache = (KVCache(), KVCache(static=True))  # self-attention, cross-attention
         token = torch.full((len(src),), BOS, dtype=torch.long, device=src.device)
         done = torch.zeros(len(src), dtype=torch.bool, device=src.device)
-        out = torch.full((len(src), max_len), PAD, dtype=torch.long, device=src.device)
+        out = torch.full((len(src), max_len), pad, dtype=torch.long, device=src.device)
         for t in range(max_len):
             logits = self.decode(token[:, None], memory, src_mask, cache)  # (B, 1, tgt_vocab)
-            token = torch.where(done, PAD, logits[:, 0].argmax(-1))  # (B,)
+            token = torch.where(done, pad, logits[:, 0].argmax(-1))  # (B,)
             out[:, t] = token
             done |= token == EOS
             if done.all():
@@ -446,6 +373,13 @@ class Transformer(nn.Module):
         ``src_x [B, S, d]``, ``tgt_x [B, T, d]``, additive masks ``[B, 1, 1, S]`` (source
         padding) and ``[B, 1, T, T]`` (causal + target padding) -> ``[B, T, d]``.
         """
+        for name, x in (("src_x", src_x), ("tgt_x", tgt_x)):
+            if x.dim() != 3 or x.shape[-1] != self.config.d_model:
+                raise ValueError(f"{name} must be [B, L, {self.config.d_model}], got "
+                                 f"{list(x.shape)}")
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{name} holds inf or NaN")
+        check_batch(src_x=src_x, tgt_x=tgt_x)
         memory = self.encoder_norm(self.encoder(src_x, src_mask))
         return self.decoder_norm(self.decoder(tgt_x, memory, tgt_mask, src_mask))
 

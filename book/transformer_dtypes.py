@@ -1,8 +1,10 @@
 """The Transformer in float16, bfloat16 and float32: how far from PyTorch, and how fast.
 
 :func:`verify_against_torch` compares our encoder-decoder core with ``torch.nn.Transformer``
-(same weights, masks and inputs) in each dtype, against PyTorch in float32;
-:func:`inference_times` times one forward pass of the same weights in each dtype.
+(same weights, masks and inputs, :func:`torch_reference`) in each dtype, against PyTorch in
+float32; :func:`inference_times` times one forward pass of the same weights in each dtype;
+:func:`cpu_16bit_support` says which 16-bit formats this CPU has instructions for, from the
+flags its kernel reports.
 """
 
 from __future__ import annotations
@@ -13,11 +15,36 @@ import pandas as pd
 import torch
 from torch import nn
 
-from book.hardware import dtype_label
+from book.hardware import cpu_flags, dtype_label
 from book.timing import benchmark_module
 from book.transformer import DTYPES, PAD, LayerNorm, Transformer, TransformerConfig
 
-__all__ = ["inference_times", "verify_against_torch"]
+__all__ = ["CPU_16BIT_FLAGS", "cpu_16bit_support", "inference_times", "torch_reference",
+           "verify_against_torch"]
+
+# The x86 flags (/proc/cpuinfo) of instructions that compute on each 16-bit format: dot
+# products with float32 accumulation (AVX-512 BF16, AMX) or arithmetic in it (AVX-512 FP16).
+CPU_16BIT_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"),
+                   "float16": ("avx512_fp16", "amx_fp16")}
+
+
+def cpu_16bit_support(flags: frozenset[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """For ``bfloat16`` and ``float16``, the flags of :data:`CPU_16BIT_FLAGS` this CPU has
+    (``flags``: those of :func:`book.hardware.cpu_flags` unless given); empty: none."""
+    flags = cpu_flags() if flags is None else flags
+    return {fmt: tuple(f for f in wanted if f in flags) for fmt, wanted in CPU_16BIT_FLAGS.items()}
+
+
+def torch_reference(seed: int = 0, d_ff: int = 1024) -> nn.Transformer:
+    """``nn.Transformer(256, 8, 1, 1, d_ff, dropout=0, batch_first=True)`` in eval mode, the
+    same for the same seed, computing every position (no nested tensors, which would zero
+    the padded ones and warn)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
+                             dim_feedforward=d_ff, dropout=0.0, batch_first=True).eval()
+    ref.encoder.use_nested_tensor = False
+    return ref
 
 
 def _with_torch_layer_norms(model: Transformer) -> Transformer:
@@ -47,10 +74,7 @@ def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
     positions included) from that reference, and of ours with PyTorch's LayerNorm kernel.
     """
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
-                             dim_feedforward=1024, dropout=0.0, batch_first=True).eval()
+    ref = torch_reference(seed)
     src_x = torch.randn(batch, S, 256, generator=g)
     tgt_x = torch.randn(batch, T, 256, generator=g)
     # token ids only to place the padding: lengths in [1, L], so no row is all padding
@@ -60,10 +84,6 @@ def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
     tgt_tok = torch.where(torch.arange(T) < tgt_len[:, None], PAD + 1, PAD)
     src_pad, tgt_pad = src_tok == PAD, tgt_tok == PAD
     causal = torch.ones(T, T, dtype=torch.bool).triu(1)
-
-    # Nested tensors would zero the encoder output at padded positions (the decoder never
-    # reads them) and print a prototype warning; the dense path computes every position.
-    ref.encoder.use_nested_tensor = False
 
     def torch_out(dtype):
         r = copy.deepcopy(ref).to(dtype)

@@ -14,28 +14,20 @@ biased layer (and LayerNorm's beta); activations (ReLU) count zero.
 from __future__ import annotations
 
 import math
+import weakref
 
 import pandas as pd
 import torch
 
+from book import transformer_layers as layers
 from book.opcount import OP_KINDS, register_counter
-from book.transformer import (
-    Add,
-    CausalMask,
-    KeyPaddingMask,
-    LayerNorm,
-    MatMul,
-    PositionalEncoding,
-    Scale,
-    Softmax,
-    Transformer,
-    TransformerConfig,
-)
+from book.transformer import Transformer, TransformerConfig
 
 __all__ = [
     "BLOCKS", "activation_bytes", "block_of", "closed_form_counts", "count_additions",
-    "count_layer_norm", "count_matmul", "count_padding_mask", "count_scale", "count_softmax",
-    "dot_products", "layer_norm_cost", "linear_cost", "parameter_bytes", "softmax_cost",
+    "count_layer_norm", "count_linear", "count_lookup", "count_matmul", "count_padding_mask",
+    "count_scale", "count_scores", "count_softmax", "dot_products", "layer_norm_cost",
+    "linear_cost", "parameter_bytes", "saved_tensor_bytes", "scores_cost", "softmax_cost",
     "sum_counts",
 ]
 
@@ -63,18 +55,27 @@ def linear_cost(rows, fan_in, fan_out, bias: bool) -> dict:
     return cost
 
 
+def scores_cost(heads_rows, lk, d_k, q_size, k_size) -> dict:
+    """:class:`~book.transformer_layers.Scores`: ``heads_rows`` rows of ``lk`` dot products of
+    length ``d_k``, and the largest magnitudes of ``q`` and ``k`` (``q_size - 1`` and
+    ``k_size - 1`` comparisons over their elements) that choose the scale."""
+    cost = dot_products(heads_rows * lk, d_k)
+    cost["comparisons"] = (q_size - 1) + (k_size - 1)
+    return cost
+
+
 def softmax_cost(rows, n) -> dict:
-    """:class:`~book.transformer.Softmax` over ``rows`` rows of ``n`` scores, per row: the
-    maximum (``n - 1`` comparisons) and two guards, ``n`` subtractions, ``n`` exponentials,
-    the sum (``n - 1`` additions) and ``n`` divisions."""
+    """:class:`~book.transformer_layers.Softmax` over ``rows`` rows of ``n`` scores, per row:
+    the maximum (``n - 1`` comparisons) and two guards, ``n`` subtractions, ``n``
+    exponentials, the sum (``n - 1`` additions) and ``n`` divisions."""
     return {"comparisons": rows * (n + 1), "adds": rows * (2 * n - 1), "exps": rows * n,
             "divs": rows * n}
 
 
 def layer_norm_cost(rows, d, bias: bool) -> dict:
-    """:class:`~book.transformer.LayerNorm` over ``rows`` rows of ``d`` entries, as the
+    """:class:`~book.transformer_layers.LayerNorm` over ``rows`` rows of ``d`` entries, as the
     comments of its ``forward`` itemise; beta's ``d`` additions only with ``bias``."""
-    return {"comparisons": rows * d, "mults": rows * (2 * d + 2),
+    return {"comparisons": rows * 2 * d, "mults": rows * (3 * d + 3),
             "adds": rows * (3 * d - 1 + d * int(bias)), "divs": rows * (2 * d + 3),
             "sqrts": rows}
 
@@ -82,39 +83,66 @@ def layer_norm_cost(rows, d, bias: bool) -> dict:
 # --- counters for count_ops: the shapes one call saw, for the whole batch ---------------------
 
 
-@register_counter(PositionalEncoding, Add, CausalMask)
+@register_counter(layers.PositionalEncoding, layers.Add, layers.ApplyMask, layers.CausalMask)
 def count_additions(module, inputs, output, *, bias, pooling):
     """One addition per output element: positions, residuals, masks added to scores."""
     return {"adds": output.numel()}
 
 
-@register_counter(Scale)
+@register_counter(layers.Scale)
 def count_scale(module, inputs, output, *, bias, pooling):
     return {"mults": output.numel()}
 
 
-@register_counter(MatMul)
+@register_counter(layers.Linear)
+def count_linear(module, inputs, output, *, bias, pooling):
+    """A dot product of length ``in_features`` per output, and the bias when counted."""
+    return linear_cost(output.numel() // module.out_features, module.in_features,
+                       module.out_features, bias and module.bias is not None)
+
+
+@register_counter(layers.MatMul)
 def count_matmul(module, inputs, output, *, bias, pooling):
     """Each output element is a dot product of length K, the inner size of the product."""
     return dot_products(output.numel(), inputs[0].shape[-1])
 
 
-@register_counter(Softmax)
+@register_counter(layers.Scores)
+def count_scores(module, inputs, output, *, bias, pooling):
+    """The scores and the scale; when the scale is not 1, one multiplication per q."""
+    (q, k), (scores, shift) = inputs, output
+    n = scores.shape[-1]
+    cost = scores_cost(scores.numel() // n, n, q.shape[-1], q.numel(), k.numel())
+    cost["mults"] += q.numel() if shift else 0
+    return cost
+
+
+@register_counter(layers.Softmax)
 def count_softmax(module, inputs, output, *, bias, pooling):
+    """As :func:`softmax_cost`; with a ``shift``, one multiplication per score more."""
     n = output.shape[-1]
-    return softmax_cost(output.numel() // n, n)
+    cost = softmax_cost(output.numel() // n, n)
+    if len(inputs) > 1 and inputs[1]:
+        cost["mults"] = output.numel()
+    return cost
 
 
-@register_counter(LayerNorm)
+@register_counter(layers.LayerNorm)
 def count_layer_norm(module, inputs, output, *, bias, pooling):
     d = output.shape[-1]
     return layer_norm_cost(output.numel() // d, d, bias)
 
 
-@register_counter(KeyPaddingMask)
+@register_counter(layers.KeyPaddingMask)
 def count_padding_mask(module, inputs, output, *, bias, pooling):
-    """One comparison with PAD per token."""
+    """One comparison with the padding id per token."""
     return {"comparisons": inputs[0].numel()}
+
+
+@register_counter(layers.TokenEmbedding)
+def count_lookup(module, inputs, output, *, bias, pooling):
+    """A table lookup: no arithmetic (checking that the ids are in range is not counted)."""
+    return {}
 
 
 # --- blocks and closed forms ------------------------------------------------------------------
@@ -170,7 +198,7 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
         return sum_counts(
             linear(lq, D, D), linear(lk, D, D), linear(lk, D, D),  # Q, K, V projections
             module(lq * D, {"mults": lq * D}),  # Q / sqrt(d_k)
-            module(scores, dot_products(scores, dk)),  # Q K^T
+            module(scores, scores_cost(h * lq, lk, dk, lq * D, lk * D)),  # Q K^T, at scale 1
             module(scores, {"adds": scores}),  # + M
             module(scores, softmax_cost(h * lq, lk)),
             module(lq * D, dot_products(h * lq * dk, lk)),  # P V
@@ -226,6 +254,55 @@ def parameter_bytes(model: Transformer) -> pd.DataFrame:
 
 
 def activation_bytes(table: pd.DataFrame, dtype: torch.dtype) -> pd.DataFrame:
-    """Elements and bytes of every module output in a ``count_ops`` table, per block."""
+    """Elements and bytes of the module outputs in a ``count_ops`` table, per block: what one
+    forward pass writes, each output counted once. Not what training keeps: autograd saves
+    some of these and some tensors inside the modules (:func:`saved_tensor_bytes`)."""
     elements = table["output_shape"].map(math.prod).groupby(table["layer"].map(block_of))
     return _with_bytes(elements.sum(), "activations", dtype)
+
+
+class _Saved:
+    """What autograd holds in place of a tensor it saves, while its graph node lives."""
+
+    __slots__ = ("__weakref__", "tensor")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+def saved_tensor_bytes(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> pd.Series:
+    """What autograd keeps for the backward pass of ``model(src, tgt)``, measured.
+
+    One forward pass with gradients on, under ``torch.autograd.graph.saved_tensors_hooks``;
+    the tensors still held by the graph of the output when the pass ends (not those of
+    branches the result does not depend on) are counted by the span of memory they reach in
+    their storage, so views of one tensor count once and a view of a larger tensor (a row of
+    a batch) counts only its part; the parameters (which training keeps anyway) are left out.
+    Returns the bytes per dtype (``float16``, ``int64`` for the token ids the embeddings
+    keep, ...) and their ``total``.
+    """
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    held: weakref.WeakSet[_Saved] = weakref.WeakSet()
+
+    def pack(t: torch.Tensor) -> _Saved:
+        saved = _Saved(t)
+        held.add(saved)
+        return saved
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda s: s.tensor):
+        out = model(src, tgt)  # noqa: F841 -- keeps the graph, and what it holds, alive
+    spans: dict[int, tuple[str, int, int]] = {}  # storage -> (dtype, first byte, end)
+    for t in (saved.tensor for saved in held):
+        key = t.untyped_storage().data_ptr()
+        if key in parameters or not t.numel():
+            continue
+        size = t.element_size()
+        start = t.storage_offset() * size
+        end = start + size * (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride(),
+                                                                   strict=True)))
+        _, lo, hi = spans.get(key, ("", start, end))
+        spans[key] = (str(t.dtype).removeprefix("torch."), min(lo, start), max(hi, end))
+    table = pd.DataFrame([(dtype, end - start) for dtype, start, end in spans.values()],
+                         columns=["dtype", "bytes"]).groupby("dtype")["bytes"].sum()
+    table.loc["total"] = table.sum()
+    return table

@@ -9,11 +9,14 @@ from book.reversal import (
     DIGIT_OFFSET,
     ReversalConfig,
     ReversalTask,
+    accuracy_by_length,
     anti_diagonal_attention,
     decode,
     encode,
     exact_match,
+    held_out_loss,
     train_reversal,
+    with_max_len,
 )
 from book.transformer import BOS, EOS, PAD
 
@@ -55,7 +58,7 @@ def test_anti_diagonal_attention():
     assert (stats["weight within 1"] == 1).all()
 
 
-CONFIG = ReversalConfig(steps=4, batch_size=8, checkpoint_every=2, warmup=2)
+CONFIG = ReversalConfig(steps=4, batch_size=8, checkpoint_every=2, warmup=2, eval_every=3)
 TASK = ReversalTask(n_train=200, n_test=20)
 
 
@@ -79,8 +82,15 @@ def test_training_resumes_after_interruption_and_is_reused(tmp_path):
     resumed, record = train(tmp_path, "a", dtype=torch.float32, log=messages.append)
     assert messages[0] == "resuming at step 2" and len(record["history"]) == 4
     assert record["history"][-1]["step"] == 4 and not (tmp_path / "a.ckpt").exists()
-    straight, _ = train(tmp_path, "b", dtype=torch.float32)
+    assert [h["step"] for h in record["held_out"]] == [3, 4]  # every 3 steps, and the last
+    straight, straight_record = train(tmp_path, "b", dtype=torch.float32)
     assert same_weights(resumed, straight)
+    assert straight_record["held_out"] == record["held_out"]
+    data = TASK.data()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        final = held_out_loss(straight.train(), data["src_test"], data["tgt_test"])
+    assert final == pytest.approx(record["held_out"][-1]["loss"])
+    assert straight.training  # held_out_loss leaves the mode as it found it
     messages.clear()
     again, stored = train(tmp_path, "a", log=messages.append)
     assert messages == [] and again.dtype == torch.float16  # reused, not retrained
@@ -110,3 +120,30 @@ def test_bad_training_arguments_are_named():
         ReversalConfig(steps=0)
     with pytest.raises(ValueError, match="lr must be"):
         ReversalConfig(lr=-1.0)
+
+
+def test_a_longer_position_table_changes_nothing_else(tmp_path):
+    model, _ = train(tmp_path, "short", dtype=torch.float32)
+    longer = with_max_len(model, 40)
+    assert longer.config.max_len == 40 and longer.pos.pe.shape[0] == 40
+    src, tgt = TASK.tensors([(1, 2, 3), (4, 5)])
+    torch.testing.assert_close(longer(src, tgt), model(src, tgt), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.full((1, 20), DIGIT_OFFSET), tgt[:1])
+    assert longer(torch.full((1, 20), DIGIT_OFFSET), tgt[:1]).shape == (1, tgt.shape[1],
+                                                                       TASK.vocab)
+
+
+def test_accuracy_by_length_reaches_beyond_the_trained_lengths(tmp_path):
+    model, _ = train(tmp_path, "short", dtype=torch.float32)
+    table = accuracy_by_length(model, TASK, [5, 12], n=7)
+    assert list(table.index) == [5, 12] and list(table["trained_length"]) == [True, False]
+    assert table.loc[12, "sequences"] == 7
+    assert table.loc[5, "sequences"] == min(7, sum(
+        int((row != PAD).sum()) == 5 for row in TASK.data()["src_test"]))
+    assert ((table["exact_match"] >= 0) & (table["exact_match"] <= table["digits_right"])).all()
+    # a model that answers EOS at once gets no position of a 12-digit target right
+    with torch.no_grad():
+        model.generator.bias[EOS] = 1e4
+    table = accuracy_by_length(model, TASK, [12], n=3)
+    assert table.loc[12, "exact_match"] == 0 and table.loc[12, "digits_right"] == 0

@@ -1,5 +1,6 @@
-"""The 16-bit Transformer: equations, dtypes, the fp16 hard cases, PyTorch equivalence and
-greedy decoding with a key-value cache."""
+"""The 16-bit Transformer: the earlier report's equations (R10)-(R17), dtypes, the fp16 hard
+cases, no silent inf or NaN, PyTorch equivalence, bad arguments and greedy decoding with a
+key-value cache."""
 
 import math
 
@@ -40,7 +41,7 @@ def model_in(dtype, seed=0):
 # --- equations ----------------------------------------------------------------------------
 
 
-def test_positional_encoding_is_equations_10_and_11():
+def test_positional_encoding_is_R10_and_R11():
     pe = PositionalEncoding(256, max_len=50).pe
     for pos, i in ((0, 0), (1, 0), (7, 3), (49, 127), (20, 64)):
         angle = pos / 10000 ** (2 * i / 256)
@@ -106,7 +107,7 @@ def test_every_tensor_is_16_bit(dtype):
         h.remove()
     assert logits.dtype == dtype
     assert {name for name, _ in outputs} == {name for name, _ in model.named_modules()}
-    wrong = [name for name, o in outputs if o.dtype != dtype]
+    wrong = [name for name, o in outputs if tree_leaves(o)[0].dtype != dtype]
     assert not wrong, f"outputs not in {dtype}: {wrong}"
     # inside the modules too: every floating-point result of every aten op
     assert set(mode.seen) == {dtype}, {k: sorted(v) for k, v in mode.seen.items()}
@@ -208,8 +209,50 @@ def test_bad_arguments_are_named():
     model = model_in(torch.float32)
     with pytest.raises(ValueError, match="src must be token ids"):
         model(torch.zeros(2, 3), tokens(2, 3))
-    with pytest.raises(ValueError, match="max_len"):
+    with pytest.raises(ValueError, match="src reaches position 20, more than max_len = 16"):
         model(tokens(1, 20), tokens(1, 3))
+
+
+def test_token_ids_out_of_range_are_named():
+    model = model_in(torch.float32)
+    src, tgt = tokens(2, 5), tokens(2, 4)
+    src[1, 2] = VOCAB  # one past the last token
+    with pytest.raises(ValueError, match=rf"src must hold token ids in \[0, {VOCAB - 1}\], "
+                                         rf"got ids from \d+ to {VOCAB}"):
+        model(src, tgt)
+    tgt[0, 0] = -1
+    with pytest.raises(ValueError, match="tgt must hold token ids in"):
+        model(tokens(2, 5), tgt)
+
+
+def test_a_target_longer_than_max_len_is_named():
+    model = model_in(torch.float32)  # max_len 16
+    with pytest.raises(ValueError, match="tgt reaches position 17, more than max_len = 16"):
+        model(tokens(1, 5), tokens(1, 17))
+    with pytest.raises(ValueError, match=r"max_len must be at most config\.max_len = 16"):
+        model.generate(tokens(1, 5), max_len=17)
+
+
+def test_mismatched_batch_sizes_are_named():
+    model = model_in(torch.float32)
+    with pytest.raises(ValueError, match="batch sizes must match: src has 2, tgt has 3"):
+        model(tokens(2, 5), tokens(3, 4))
+    memory, src_mask = model.encode(tokens(2, 5))
+    with pytest.raises(ValueError, match="batch sizes must match: tgt has 1, memory has 2"):
+        model.decode(tokens(1, 4), memory, src_mask)
+    with pytest.raises(ValueError, match="src_x has 2, tgt_x has 1"):
+        model.core(torch.zeros(2, 3, 256), torch.zeros(1, 3, 256), None, None)
+
+
+def test_pad_id_out_of_range_is_named():
+    with pytest.raises(ValueError, match=r"pad_id must be a token id of both vocabularies, an "
+                                         r"int in \[0, 9\], got 10"):
+        TransformerConfig(13, 10, pad_id=10)
+    with pytest.raises(ValueError, match="pad_id"):
+        TransformerConfig(13, 13, pad_id=-1)
+    model = Transformer(TransformerConfig(VOCAB, VOCAB, max_len=8, pad_id=EOS, dtype=torch.float32))
+    with pytest.raises(ValueError, match="distinct from pad_id"):
+        model.generate(tokens(1, 3), max_len=4)
 
 
 # --- timing and greedy decoding ---------------------------------------------------------------

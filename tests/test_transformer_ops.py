@@ -1,4 +1,5 @@
-"""Counting the Transformer: hooks, closed forms and PyTorch's FLOPs agree; bytes per block."""
+"""Counting the Transformer: hooks, closed forms and PyTorch's FLOPs agree; bytes per block,
+and what autograd saves."""
 
 import pytest
 import sympy
@@ -7,7 +8,7 @@ from torch import nn
 
 from book.opcount import OP_KINDS, count_ops, pytorch_flops
 from book.reversal import DIGIT_OFFSET, VOCAB
-from book.transformer import Transformer, TransformerConfig
+from book.transformer import Linear, ScaledDotProductAttention, Transformer, TransformerConfig
 from book.transformer_ops import (
     BLOCKS,
     activation_bytes,
@@ -15,6 +16,7 @@ from book.transformer_ops import (
     closed_form_counts,
     layer_norm_cost,
     parameter_bytes,
+    saved_tensor_bytes,
     softmax_cost,
 )
 
@@ -47,7 +49,7 @@ def test_count_ops_matches_the_closed_forms(S, T, bias):
     assert act.loc["total", "bytes"] == 2 * sum(f["activations"] for f in formulas.values())
     # the rows the issue asks for exist, each with its own kind
     kinds = dict(zip(table["layer"], table["kind"], strict=False))
-    assert kinds["encoder.self_attn.attention.scores"] == "MatMul"
+    assert kinds["encoder.self_attn.attention.scores"] == "Scores"
     assert kinds["decoder.cross_attn.attention.softmax"] == "Softmax"
     assert kinds["decoder.add_norm3.norm"] == "LayerNorm"
 
@@ -56,7 +58,7 @@ def test_matrix_products_are_half_of_pytorchs_flops():
     inputs = (digits(7), digits(4))
     table = count_ops(model_in(), inputs)
     flops = pytorch_flops(model_in(), inputs)
-    products = table[table["kind"].isin(["MatMul", "Linear"])]
+    products = table[table["kind"].isin(["Scores", "MatMul", "Linear"])]
     assert len(products) == 23
     assert (products["mults"] == [flops[name] // 2 for name in products["layer"]]).all()
 
@@ -68,9 +70,39 @@ def test_softmax_and_layer_norm_cost_what_their_comments_itemise():
     # LayerNorm.forward, per row of d, line by line; beta's d additions count only with bias
     d = 256
     assert layer_norm_cost(2, d, bias=False) == {
-        "comparisons": 2 * ((d - 1) + 1), "mults": 2 * (d + 2 + d),
+        "comparisons": 2 * ((d - 1) + 1 + (d - 1) + 1), "mults": 2 * (d + 1 + d + 2 + d),
         "adds": 2 * ((d - 1) + d + (d - 1) + 1), "divs": 2 * (1 + d + 1 + 1 + d), "sqrts": 2}
     assert layer_norm_cost(2, d, bias=True)["adds"] == 2 * (4 * d - 1)
+
+
+def test_scores_scaled_down_count_their_extra_multiplications():
+    attention = ScaledDotProductAttention(CONFIG).eval()
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 8, 5, 32, generator=g) for _ in range(3))
+    small = count_ops(attention, (q, k, v)).set_index("kind")
+    big = count_ops(attention, (q * 3000, k * 3000, v)).set_index("kind")  # scores ~ 1e7
+    assert big.loc["Scores", "mults"] == small.loc["Scores", "mults"] + q.numel()
+    assert big.loc["Softmax", "mults"] == 8 * 5 * 5  # differences times 2**shift
+    assert small.loc["Softmax", "mults"] == 0
+    assert small.loc["Scores", "comparisons"] == 2 * (q.numel() - 1)  # max|q|, max|k|
+
+
+def test_saved_tensors_are_measured():
+    model = model_in(torch.float16)
+    one = saved_tensor_bytes(model, digits(6), digits(5))
+    two = saved_tensor_bytes(model, digits(6).repeat(2, 1), digits(5).repeat(2, 1))
+    assert one["total"] == one.drop("total").sum()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert one["total"] < weights / 4  # the weights, which backward reads too, are left out
+    assert 1.8 < two["float16"] / one["float16"] <= 2.2  # activations: about twice for two
+    linear_inputs = []  # autograd must keep what each linear layer read, for its weight
+    for module in model.modules():
+        if isinstance(module, Linear):
+            module.register_forward_hook(lambda m, a, o: linear_inputs.append(a[0]))
+    model(digits(6), digits(5))
+    distinct = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in linear_inputs}
+    assert one["float16"] >= sum(distinct.values())
 
 
 def test_closed_forms_are_polynomials_in_S_and_T():

@@ -1,0 +1,172 @@
+"""The block diagram of the Transformer of chapter 5, drawn from the model itself.
+
+A forward pass of a short random sequence, with forward hooks on the sub-layers of the
+encoder and decoder layers, gives their order; each box is labelled from the module's own
+configuration (vocabulary, width, heads, ``d_ff``), so the drawing changes when the model
+does. A sub-layer type it does not know is an error, never a blank box. Boxes with a thick
+orange edge are what the model adds to the earlier report's description; the note at the
+foot lists what it leaves out, and why.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+from book.transformer import AddNorm, FeedForward, MultiHeadAttention, Transformer
+
+__all__ = ["LEFT_OUT", "plot_transformer", "sublayers"]
+
+COLOURS = {"embedding": "#e0e0e0", "attention": "#c6dbef", "addnorm": "#fff2ae",
+           "ffn": "#c7e9c0", "norm": "#fff2ae", "output": "#fdd0a2", "mask": "#f2f2f2"}
+ADDED = "#d95f02"  # the edge of a box the earlier report's description does not have
+LEFT_OUT = ("left out: dropout (inference is deterministic, and the held-out loss shows no "
+            "overfitting to fight); embeddings × √d_model\n(nn.Embedding starts at N(0, 1), "
+            "already the scale of the positions); label smoothing (one right token per "
+            "position: plain cross-entropy)")
+
+
+def sublayers(model: Transformer) -> dict[str, list[tuple[str, str, str]]]:
+    """``{"encoder": [...], "decoder": [...]}``: each layer's sub-layers in the order a forward
+    pass calls them, as ``(kind, text, equations)``, from a forward pass with hooks."""
+    order: dict[str, list[str]] = {"encoder": [], "decoder": []}
+    hooks = [child.register_forward_hook(lambda m, a, o, side=side, name=name:
+                                         order[side].append(name))
+             for side in order for name, child in getattr(model, side).named_children()]
+    device = next(model.parameters()).device
+    tokens = torch.full((1, 3), model.config.pad_id + 1, device=device) % model.config.src_vocab
+    try:
+        with torch.no_grad():
+            model(tokens, tokens % model.config.tgt_vocab)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    c = model.config
+    out = {}
+    for side, names in order.items():
+        rows = []
+        for name in names:
+            module = getattr(getattr(model, side), name)
+            rows.append(_describe(side, name, module, c))
+        out[side] = rows
+    return out
+
+
+def _describe(side: str, name: str, module, c) -> tuple[str, str, str]:
+    if isinstance(module, MultiHeadAttention):
+        heads = f"{c.n_heads} heads × {c.d_k}"
+        if name == "cross_attn":
+            return "attention", f"cross-attention, {heads}\nQ: decoder; K, V: memory", "(R17)"
+        if side == "decoder":
+            return ("attention", f"masked self-attention, {heads}\nsoftmax(QKᵀ/√{c.d_k} + M) V",
+                    "(R16)")
+        return "attention", f"self-attention, {heads}\nsoftmax(QKᵀ/√{c.d_k} + M) V", "(R12)"
+    if isinstance(module, FeedForward):
+        return ("ffn", f"feed-forward {c.d_model} → {c.d_ff} → {c.d_model}\n"
+                "max(0, xW₁ + b₁)W₂ + b₂", "(R14)")
+    if isinstance(module, AddNorm):
+        return "addnorm", "add the residual, LayerNorm", "(R13, R15)"
+    raise TypeError(f"no diagram box for {side}.{name} ({type(module).__name__}); add it to "
+                    "book.transformer_diagram")
+
+
+WIDTH, HEIGHT, STEP = 3.5, 0.62, 0.9  # of a box, and from one box to the next
+
+
+def _box(ax, x, y, text, kind, *, width=WIDTH, added=False, eq="", size=8.5):
+    """A box centred at ``(x, y)``; returns its top."""
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - HEIGHT / 2), width, HEIGHT,
+                                boxstyle="round,pad=0.02,rounding_size=0.08",
+                                fc=COLOURS[kind], ec=ADDED if added else "0.3",
+                                lw=2.4 if added else 0.9))
+    ax.text(x, y, text, ha="center", va="center", fontsize=size, linespacing=1.2)
+    if eq:
+        ax.text(x + width / 2 - 0.06, y - HEIGHT / 2 + 0.04, eq, ha="right", va="bottom",
+                fontsize=7, color="0.35")
+    return y + HEIGHT / 2
+
+
+def _arrow(ax, *points, dashed=False):
+    """A line through ``points`` with an arrowhead at the last."""
+    xs, ys = zip(*points, strict=True)
+    ax.plot(xs, ys, color="0.25", lw=1.0, ls="--" if dashed else "-")
+    ax.annotate("", points[-1], points[-2], arrowprops={
+        "arrowstyle": "-|>", "color": "0.25", "lw": 1.0, "shrinkA": 0, "shrinkB": 0})
+
+
+def plot_transformer(model: Transformer) -> Figure:
+    """The encoder (left) and decoder (right) of ``model``, bottom to top in the order of a
+    forward pass: embeddings and positions, each layer's sub-layers with their residual
+    connections (around the outside), the masks, the final LayerNorms and the generator."""
+    c, layers = model.config, sublayers(model)
+    fig, ax = plt.subplots(figsize=(7.6, 8.8), layout="constrained")
+    ax.set(xlim=(-0.05, 10.05), ylim=(-0.8, 10.8))
+    ax.axis("off")
+    half = WIDTH / 2
+    heights, norm_tops = {}, {}
+    for side, x, outside in (("encoder", 2.2, -1), ("decoder", 7.8, 1)):
+        length, vocab = ("S", c.src_vocab) if side == "encoder" else ("T", c.tgt_vocab)
+        ax.text(x, 0.0, f"{'source' if side == 'encoder' else 'target'} token ids [B, {length}]"
+                + ("" if side == "encoder" else ", bos first"), ha="center", va="center",
+                fontsize=8.5)
+        _arrow(ax, (x, 0.18), (x, 0.85 - HEIGHT / 2))
+        top = _box(ax, x, 0.85, f"token embedding {vocab} → {c.d_model}\n+ sinusoidal "
+                   "positions", "embedding", eq="(R10, R11)")
+        y, heights[side] = 0.85 + STEP + 0.3, []
+        entry = top + 0.12  # where a sub-layer's input leaves for its residual connection
+        for kind, text, eq in layers[side]:
+            heights[side].append(y)
+            _arrow(ax, (x, top), (x, y - HEIGHT / 2))
+            if kind == "addnorm":  # the residual: around the sub-layer, into the addition
+                edge = x + outside * (half + 0.15)
+                _arrow(ax, (x, entry), (edge, entry), (edge, y), (x + outside * half, y))
+            top = _box(ax, x, y, text, kind, eq=eq)
+            entry = top + 0.12 if kind == "addnorm" else entry
+            y += STEP
+        bottom = heights[side][0] - HEIGHT / 2 - 0.25
+        ax.add_patch(FancyBboxPatch((x - half - 0.3, bottom), WIDTH + 0.6, top + 0.3 - bottom,
+                                    boxstyle="round,pad=0.02,rounding_size=0.15", fc="none",
+                                    ec="0.55", lw=1.0, ls="--"))
+        ax.text(x - half - 0.25, top + 0.25, f"{side} layer", fontsize=8, color="0.35",
+                va="top")
+        _arrow(ax, (x, top), (x, top + 0.9 - HEIGHT / 2))
+        norm_tops[side] = _box(ax, x, top + 0.9, "final LayerNorm\n(as torch.nn.Transformer)",
+                               "norm", added=True)
+    # the memory: from the encoder's final LayerNorm to the keys and values of cross-attention
+    memory = norm_tops["encoder"]
+    cross = heights["decoder"][[row[2] for row in layers["decoder"]].index("(R17)")]
+    ax.text(2.2, memory + 0.22, f"memory [B, S, {c.d_model}]", ha="center", fontsize=8.5)
+    _arrow(ax, (2.2, memory), (2.2, memory + 0.12), (5.0, memory + 0.12), (5.0, cross + 0.1),
+           (7.8 - half, cross + 0.1))
+    top = norm_tops["decoder"]
+    _arrow(ax, (7.8, top), (7.8, top + 0.9 - HEIGHT / 2))
+    top = _box(ax, 7.8, top + 0.9, f"generator: linear {c.d_model} → {c.tgt_vocab}", "output",
+               added=True)
+    _arrow(ax, (7.8, top), (7.8, top + 0.3))
+    ax.text(7.8, top + 0.42, f"next-token logits [B, T, {c.tgt_vocab}]", ha="center",
+            fontsize=8.5)
+    # the masks, built from the token ids: each arrow ends at the attention that adds it
+    self_attn = heights["decoder"][0]
+    masks = ((1.75, "causal mask M:\n−∞ for later keys", False,
+              [(7.8 - half, self_attn - 0.1)]),
+             (2.55, "target padding:\n−∞ at pad keys", True, [(7.8 - half, self_attn + 0.1)]),
+             (3.35, "source padding:\n−∞ at pad keys", True,
+              [(2.2 + half, heights["encoder"][0]), (7.8 - half, cross - 0.1)]))
+    for y, text, added, targets in masks:
+        _box(ax, 5.0, y, text, "mask", width=1.4, added=added, size=7.5)
+        for tx, ty in targets:
+            start = (5.0 + (0.7 if tx > 5 else -0.7), y)
+            _arrow(ax, start, (tx, ty), dashed=True)
+    legend = [("embedding", "embedding"), ("attention", "attention"), ("ffn", "feed-forward"),
+              ("addnorm", "residual, norm"), ("output", "output"), ("mask", "mask")]
+    for i, (kind, label) in enumerate(legend):
+        ax.add_patch(FancyBboxPatch((0.05 + 1.68 * i, -0.72), 0.28, 0.2, fc=COLOURS[kind],
+                                    ec="0.3", lw=0.8, boxstyle="square,pad=0"))
+        ax.text(0.4 + 1.68 * i, -0.62, label, fontsize=7.5, va="center")
+    ax.text(0.05, 10.75, "thick orange edge: added to the earlier report's description (the "
+            "final LayerNorms, the padding masks, the generator)", fontsize=7.5, color=ADDED,
+            va="top")
+    ax.text(0.05, 10.4, LEFT_OUT, fontsize=7.5, color="0.25", va="top")
+    return fig
