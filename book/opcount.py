@@ -53,6 +53,7 @@ __all__ = [
     "pool2d_ops",
     "pytorch_flops",
     "register_counter",
+    "registered_counter",
     "summarize",
 ]
 
@@ -103,6 +104,11 @@ def _counter_for(module: nn.Module) -> Counter | None:
         if "forward" in cls.__dict__:  # a forward of its own that no counter has seen
             return None
     return None
+
+
+def registered_counter(module: nn.Module) -> Counter | None:
+    """The counter that counts ``module`` as one unit (:func:`register_counter`), or None."""
+    return _counter_for(module)
 
 
 # --------------------------------------------------------------------------- one traced pass

@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC, parameter_table
+from book.models import (
+    DepthwiseSeparableConv2d,
+    LeNet5,
+    LeNet5DSC,
+    fold_depthwise_bias,
+    lecun_c3_table,
+    parameter_table,
+    trace,
+)
 
 
 def test_lenet5_shapes_and_parameters():
@@ -63,3 +71,53 @@ def test_separable_layer_refuses_bad_channels(name, value):
     kwargs = {"in_channels": 2, "out_channels": 2, name: value}
     with pytest.raises(ValueError, match=name):
         DepthwiseSeparableConv2d(kernel_size=3, **kwargs)
+
+
+def test_lecun_c3_table_is_table_one_of_the_paper():
+    table = lecun_c3_table()
+    assert table.shape == (16, 6) and table.dtype == torch.bool
+    assert table.sum(dim=1).tolist() == [3] * 6 + [4] * 9 + [6]
+    # the paper: C3 has 1,516 trainable parameters (60 5x5 kernels and 16 biases)
+    assert int(table.sum()) * 5 * 5 + 16 == 1_516
+    # maps 0-5 and 6-11: every cyclically contiguous run of 3 and of 4 S2 maps, once each
+    runs = {frozenset(torch.nonzero(row).flatten().tolist()) for row in table[:12]}
+    assert runs == {frozenset((o + i) % 6 for i in range(n)) for n in (3, 4) for o in range(6)}
+    # maps 12-14: four S2 maps that are not a cyclic run; every S2 map is read by 10 C3 maps
+    for row in table[12:15]:
+        assert frozenset(torch.nonzero(row).flatten().tolist()) not in runs
+    assert table.sum(dim=0).tolist() == [10] * 6
+
+
+@pytest.mark.parametrize("make", [LeNet5DSC, lambda: DepthwiseSeparableConv2d(3, 5, 3, padding=1),
+                                  lambda: DepthwiseSeparableConv2d(2, 4, (3, 5), bias=False)])
+def test_folding_the_depthwise_bias_keeps_the_function(make):
+    torch.manual_seed(0)
+    model = make()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()  # biases far from zero, so a wrong fold shows
+    channels = 1 if isinstance(model, LeNet5DSC) else model.depthwise.in_channels
+    x = torch.randn(2, channels, 28, 28)
+    folded = fold_depthwise_bias(model)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-4)
+    layers = [m for m in folded.modules() if isinstance(m, DepthwiseSeparableConv2d)]
+    assert layers and all(m.depthwise.bias is None for m in layers)
+    saved = sum(m.depthwise.in_channels for m in model.modules()
+                if isinstance(m, DepthwiseSeparableConv2d) and m.depthwise.bias is not None)
+    assert (sum(p.numel() for p in model.parameters())
+            - sum(p.numel() for p in folded.parameters())) == saved
+    originals = [m for m in model.modules() if isinstance(m, DepthwiseSeparableConv2d)]
+    assert all((m.depthwise.bias is not None) == (saved > 0) for m in originals)  # untouched
+
+
+def test_trace_records_every_call_in_order_before_in_place_activations():
+    model = LeNet5()
+    x = torch.randn(2, 1, 28, 28)
+    calls = trace(model, x)
+    assert [c.name for c in calls] == ["c1", "act", "s2", "c3", "act", "s4", "c5", "act", "f6",
+                                       "act", "output"]
+    assert calls[0].output.min() < 0  # c1 copied before the in-place ReLU
+    torch.testing.assert_close(calls[-1].output, model(x))
+    assert all(not m._forward_hooks for m in model.modules())
+    names = [c.name for c in trace(LeNet5DSC(), x)]
+    assert names[:3] == ["c1.depthwise", "c1.pointwise", "c1"]
