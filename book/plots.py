@@ -119,14 +119,14 @@ def plot_maps(rows: Mapping[str, torch.Tensor], *, columns: int = 8,
                              layout="constrained")
     first = 0
     for name, maps in rows.items():
+        maps = maps.detach().cpu()
         block = axes[first:first + heights[name]]
         limit = float(maps.abs().max()) or 1.0
         for i, ax in enumerate(block.flat):
             if i >= len(maps):
                 ax.axis("off")
                 continue
-            image = ax.imshow(maps[i].detach().cpu().numpy(), cmap="RdBu_r", vmin=-limit,
-                              vmax=limit)
+            image = ax.imshow(maps[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{i + 1}", fontsize=9, pad=2)

@@ -76,8 +76,8 @@ def measure_roofs(matmul_size: int = 512, copy_bytes: int = 256 * 2**20, *, roun
                                      "copy": lambda: target.copy_(source)},
                                     rounds=rounds, block_seconds=block_seconds)
     best = times.min()
-    return Roofs(peak=n * n * (2 * n - 1) / best["matmul"],
-                 bandwidth=2 * source.numel() * 4 / best["copy"], matmul_size=n,
+    return Roofs(peak=float(n * n * (2 * n - 1) / best["matmul"]),
+                 bandwidth=float(2 * source.numel() * 4 / best["copy"]), matmul_size=n,
                  copy_bytes=source.numel() * 4, threads=torch.get_num_threads())
 
 

@@ -51,3 +51,10 @@ def test_maps_put_each_block_on_its_own_symmetric_scale():
     assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2
     shown = [ax for ax in fig.axes if ax.images or ax.get_label() == "<colorbar>"]
     assert len(fig.axes) - len(shown) == 4  # the unused panels: 2 of 8, and 2 of 12
+
+
+def test_maps_take_weights_that_require_grad_without_a_warning(recwarn):
+    weights = torch.nn.Conv2d(1, 3, 5).weight[:, 0]
+    assert weights.requires_grad
+    plot_maps({"filters": weights})
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]

@@ -22,6 +22,7 @@ def test_the_attainable_rate_is_the_lower_of_the_two_roofs():
 def test_measured_roofs_are_positive_and_record_how_they_were_measured():
     with torch.inference_mode():
         roofs = measure_roofs(matmul_size=64, copy_bytes=2**20, rounds=2)
+    assert type(roofs.peak) is float and type(roofs.bandwidth) is float
     assert (roofs.matmul_size, roofs.copy_bytes, roofs.threads) == (
         64, 2**20, torch.get_num_threads())
     # any CPU of this century: between a megaflop and a petaflop, a MB/s and a TB/s
