@@ -140,7 +140,10 @@ def test_title_page_and_contents(reader, pages: list[str], printed: dict) -> Non
     for entry in printed["entries"]:
         page = printed["pages"][entry["id"]]
         heading = normalize(f"{entry['number']} {entry['title']}")
-        assert f"{heading} {page}" in contents, f"no contents line {heading!r} ... {page}"
+        # Without spaces: a two-digit number like "3.10." fills its column and pypdf reads
+        # "3.10.Where"; the heading and its page still have to stand side by side.
+        assert re.sub(r"\s", "", f"{heading} {page}") in re.sub(r"\s", "", contents), \
+            f"no contents line {heading!r} ... {page}"
         # pypdf reads no text from MathJax's glyphs (Type 3 fonts): compare the words only.
         bare = re.sub(r"\s", "", normalize(f"{entry['number']} {entry['prose']}"))
         assert bare in re.sub(r"\s", "", pages[page - 1]), (
