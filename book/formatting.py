@@ -1,8 +1,12 @@
-"""Numbers as the prose writes them: scientific notation for MyST math and for plain text."""
+"""Numbers as the prose writes them: scientific notation for MyST math and for plain text, and
+integers with thousands separators in the tables shown next to the prose."""
 
 from __future__ import annotations
 
-__all__ = ["latex_sci", "unicode_sci"]
+import numpy as np
+import pandas as pd
+
+__all__ = ["latex_sci", "unicode_sci", "with_separators"]
 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -23,3 +27,18 @@ def unicode_sci(value: float, digits: int = 1) -> str:
     """``1.2e-06`` as the plain text ``1.2 × 10⁻⁶``, for pasting into other pages."""
     mantissa, exponent = mantissa_exponent(value, digits)
     return f"{mantissa} × 10{str(exponent).translate(SUPERSCRIPT)}"
+
+
+def _separated(value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return f"{int(value):,}"
+    return value
+
+
+def with_separators(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` for display, in which every integer cell (a Python or NumPy
+    integer, not a bool) is a string with thousands separators, ``416520`` -> ``"416,520"``,
+    as the prose writes its counts. Every other cell, floats included, is unchanged, and so
+    are the index and the column names; ``table`` itself is not modified, so the numbers can
+    still be computed with."""
+    return table.map(_separated)

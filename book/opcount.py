@@ -10,7 +10,8 @@ module; so does a module holding parameters whose call ran no counted operator. 
 ever counted as zero by default.
 
 The book's convention, with ``bias`` and ``pooling`` as the switches between its variants
-(both off, the default, gives the earlier report's numbers): one output element of a
+(both off by default, which is also how the earlier student report counts, so the defaults
+reproduce that report's totals for LeNet-5): one output element of a
 convolution needs ``C_in/groups * K_h * K_w`` multiplications and one fewer additions
 (equation opc-conv), one output of a linear layer ``in_features`` multiplications and
 ``in_features - 1`` additions. ``bias=True`` adds one addition per output element of every

@@ -137,26 +137,36 @@ def plot_maps(rows: Mapping[str, torch.Tensor], *, columns: int = 8,
 
 
 def plot_layer_ops(tables: Mapping[str, pd.DataFrame], *, kinds=("mults", "adds")) -> Figure:
-    """One bar chart per net: the operations of every layer that does any (log scale).
+    """One bar chart per net, side by side on one shared logarithmic y-axis: the operations of
+    every layer that does any.
 
-    ``tables`` maps a panel title to a table from :func:`book.opcount.count_ops`.
+    ``tables`` maps a panel title to a table from :func:`book.opcount.count_ops`. The panels
+    share their y-limits, so bars of the same height are the same count in every panel; each
+    panel is as wide as its number of layers needs, so a bar is equally wide in all of them.
+    Two panels make a figure 8.5 inches wide, like the book's other full-width figures.
     """
     names = {"mults": "multiplications", "adds": "additions", "comparisons": "comparisons"}
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6),
-                             layout="constrained", squeeze=False)
-    for ax, (title, table) in zip(axes[0], tables.items(), strict=True):
-        rows = table[table[list(kinds)].sum(axis=1) > 0]
+    shown = [table[table[list(kinds)].sum(axis=1) > 0] for table in tables.values()]
+    values = np.concatenate([rows[list(kinds)].to_numpy(dtype=float).ravel() for rows in shown])
+    positive = values[values > 0]
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.25 * len(tables), 3.6), sharey=True,
+                             layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": [max(len(rows), 1) for rows in shown]})
+    width = 0.8 / len(kinds)
+    for ax, title, rows in zip(axes[0], tables, shown, strict=True):
         x = np.arange(len(rows))
-        width = 0.8 / len(kinds)
         for i, kind in enumerate(kinds):
             ax.bar(x + (i - (len(kinds) - 1) / 2) * width, rows[kind], width,
                    label=names.get(kind, kind))
         ax.set_xticks(x, rows["layer"], rotation=45, ha="right")
         ax.set_yscale("log")
-        ax.set_ylim(top=6 * float(rows[list(kinds)].to_numpy().max()))  # room for the legend
-        ax.set_ylabel("operations (batch of 1)")
+        ax.grid(axis="y", alpha=0.3)
         ax.set_title(title)
-        ax.legend()
+    first = axes[0, 0]
+    if len(positive):  # one range for all panels, with room above the bars for the legend
+        first.set_ylim(10 ** np.floor(np.log10(positive.min())), 6 * positive.max())
+    first.set_ylabel("operations (batch of 1)")
+    first.legend(loc="upper right")
     return fig
 
 

@@ -2,15 +2,15 @@
 
 A regular ``K_h x K_w`` convolution ``C_in -> C_out`` and its depthwise-separable replacement
 (a depthwise ``K_h x K_w`` convolution with the same stride, padding and dilation, then a
-pointwise ``1 x 1`` one) produce the same ``P = N * H_out * W_out`` output positions per
+pointwise ``1 x 1`` one) produce the same ``L = N * H_out * W_out`` output positions per
 channel (equation map-p). With ``K = K_h * K_w`` and ``b = 1`` when the bias is counted:
 
-    regular:   mults x = C_out P C_in K                                 (map-x-mult)
-               adds    = C_out P (C_in K - 1 + b)                       (map-x-add)
-    separable: mults y = C_in P K + C_out P C_in                        (map-y-mult)
-               adds    = C_in P (K - 1 + b) + C_out P (C_in - 1 + b)    (map-y-add)
+    regular:   mults x = C_out L C_in K                                 (map-x-mult)
+               adds    = C_out L (C_in K - 1 + b)                       (map-x-add)
+    separable: mults y = C_in L K + C_out L C_in                        (map-y-mult)
+               adds    = C_in L (K - 1 + b) + C_out L (C_in - 1 + b)    (map-y-add)
 
-Every map below multiplies the regular count by separable / regular, in which ``P`` cancels,
+Every map below multiplies the regular count by separable / regular, in which ``L`` cancels,
 so no input size is needed. The ratios are exact :class:`~fractions.Fraction` s, so a real
 count maps to an int. Counts follow the book's convention of :mod:`book.opcount`, whose
 :func:`~book.opcount.conv2d_ops` gives the closed form of each stage.
