@@ -1,0 +1,51 @@
+"""Whether two classifiers differ on the same test set: McNemar's exact test.
+
+Two nets scored on the same test digits are not two independent samples: most digits both
+get right, and only the digits where they disagree carry evidence about which is better. If
+the nets were equally good, each disagreement would go either way with probability 1/2, so the
+count of digits that only net ``a`` gets right would follow a binomial distribution with
+``n`` = the number of disagreements and ``p = 1/2`` (McNemar, 1947). The exact two-sided
+p-value is twice the probability of a split at least as uneven as the one observed.
+
+It measures the sampling noise of the test set only: a second training run of the same net
+(another seed) varies too, and that variation is not in this p-value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Disagreement", "mcnemar_exact"]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """The digits that only one of two classifiers gets right, and the exact p-value."""
+
+    only_a: int  # digits that ``a`` gets right and ``b`` wrong
+    only_b: int  # digits that ``b`` gets right and ``a`` wrong
+    p_value: float  # two-sided, exact; 1.0 when they never disagree
+
+
+def mcnemar_exact(right_a: torch.Tensor, right_b: torch.Tensor) -> Disagreement:
+    """McNemar's exact test for two classifiers on the same examples.
+
+    ``right_a``, ``right_b``: bool tensors of one shape, ``True`` where each classifier is
+    right on that example. Raises ``ValueError`` for tensors that are not bool or that differ
+    in shape.
+    """
+    for name, right in (("right_a", right_a), ("right_b", right_b)):
+        if not isinstance(right, torch.Tensor) or right.dtype != torch.bool:
+            raise ValueError(f"{name} must be a bool tensor (True where the classifier is "
+                             f"right), got {getattr(right, 'dtype', type(right).__name__)}")
+    if right_a.shape != right_b.shape:
+        raise ValueError(f"right_a and right_b must score the same examples: shapes "
+                         f"{tuple(right_a.shape)} and {tuple(right_b.shape)}")
+    only_a = int((right_a & ~right_b).sum())
+    only_b = int((right_b & ~right_a).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no underflow
+    return Disagreement(only_a, only_b, min(1.0, 2 * tail / 2**n))
