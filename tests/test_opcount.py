@@ -189,7 +189,7 @@ def test_pooling_windows_are_those_pytorch_averages_over(cfg):
 
 # --------------------------------------------------------------------------- figure
 
-def test_layer_figure_draws_a_bar_for_every_kind_of_every_layer_that_does_arithmetic():
+def test_layer_figure_draws_every_layer_that_does_arithmetic_on_one_shared_axis():
     tables = {"regular": count_ops(LeNet5(), MNIST), "separable": count_ops(LeNet5DSC(), MNIST)}
     fig = plot_layer_ops(tables)
     regular, separable = fig.axes
@@ -199,6 +199,8 @@ def test_layer_figure_draws_a_bar_for_every_kind_of_every_layer_that_does_arithm
         tables["regular"].query("mults > 0")["mults"])
     assert len(separable.patches) == 2 * 8  # c1.pointwise's zero additions: a bar of height 0
     assert regular.get_title() == "regular" and regular.get_yscale() == "log"
+    assert regular.get_shared_y_axes().joined(regular, separable)  # one scale for both nets
+    assert regular.get_ylim() == separable.get_ylim()
     plt.close(fig)
 
 
