@@ -9,6 +9,10 @@ p-value is twice the probability of a split at least as uneven as the one observ
 
 It measures the sampling noise of the test set only: a second training run of the same net
 (another seed) varies too, and that variation is not in this p-value.
+
+A p-value that is not small says the test set cannot tell the two apart; it does not say the
+difference is small. :func:`difference_interval` gives the range of differences in accuracy
+that the same paired counts are consistent with (a normal approximation).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Disagreement", "mcnemar_exact"]
+__all__ = ["Disagreement", "difference_interval", "mcnemar_exact"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,16 @@ def mcnemar_exact(right_a: torch.Tensor, right_b: torch.Tensor) -> Disagreement:
     n, k = only_a + only_b, min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no underflow
     return Disagreement(only_a, only_b, min(1.0, 2 * tail / 2**n))
+
+
+def difference_interval(right_a: torch.Tensor, right_b: torch.Tensor,
+                        z: float = 1.96) -> tuple[float, float]:
+    """Approximate confidence interval (``z = 1.96``: 95%) for accuracy(a) - accuracy(b) on the
+    same ``N`` examples, from the paired counts: the difference is ``(only_a - only_b) / N``
+    and its variance ``(only_a + only_b - (only_a - only_b)^2 / N) / N^2`` (each example
+    contributes +1, -1 or 0). Same arguments and refusals as :func:`mcnemar_exact`."""
+    counts = mcnemar_exact(right_a, right_b)
+    n = right_a.numel()
+    diff = counts.only_a - counts.only_b
+    half = z * math.sqrt(max(counts.only_a + counts.only_b - diff**2 / n, 0.0)) / n
+    return diff / n - half, diff / n + half
