@@ -406,17 +406,29 @@ def plot_pareto(table: pd.DataFrame) -> Figure:
 
 
 def _label_points(ax, points, colour) -> None:
-    """Name every point ``(x, y, name)`` of a log-log panel, to the upper right of it; a label
-    that would overlap one already placed (closer than a tenth of a decade up or down and half a
-    decade across) goes below its point instead."""
-    placed: list[tuple[float, float]] = []
+    """Name every point ``(x, y, name)`` of a panel beside it: up and right of the point if
+    that label overlaps none placed before (highest points first), else the first free place
+    among below-right, up-left, below-left, right and left; if none is free, up and right.
+    Overlaps are judged on the labels' boxes as drawn, so the axes' limits must be final."""
+    renderer = ax.figure.canvas.get_renderer()
+    places = ((4, 3, "left", "bottom"), (4, -4, "left", "top"), (-4, 3, "right", "bottom"),
+              (-4, -4, "right", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center"))
+    frame = ax.get_window_extent(renderer)
+    placed = []
     for x, y, name in sorted(points, key=lambda p: -p[1]):
-        lx, ly = np.log10(x), np.log10(y)
-        clash = any(abs(lx - px) < 0.5 and abs(ly - py) < 0.1 for px, py in placed)
-        offset, va = ((4, -4), "top") if clash else ((4, 3), "bottom")
-        ax.annotate(name, (x, y), xytext=offset, textcoords="offset points", fontsize=8,
-                    color=colour, va=va)
-        placed.append((lx, ly - (0.12 if clash else 0)))
+        for dx, dy, ha, va in (*places, places[0]):
+            label = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points",
+                                fontsize=8, color=colour, ha=ha, va=va)
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        else:  # nowhere free: the first place, overlapping
+            label = ax.annotate(name, (x, y), xytext=places[0][:2], textcoords="offset points",
+                                fontsize=8, color=colour, ha="left", va="bottom")
+            box = label.get_window_extent(renderer)
+        placed.append(box)
 
 
 def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float | None = None) -> Figure:
@@ -438,6 +450,7 @@ def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float | None = None
     high = max(layers["intensity"].max(), roofs.ridge) * 2
     grid = np.geomspace(low, high, 200)
     stages = {"depthwise": ("v", "depthwise stage"), "pointwise": ("s", "pointwise stage")}
+    labelled = []
     for ax, net, colour in zip(axes[0], nets, COLOURS, strict=False):
         ax.plot(grid, roofs.attainable(grid) / 1e9, color="black", lw=1.6,
                 label=f"roofs: {roofs.bandwidth / 1e9:.1f} GB/s × intensity, "
@@ -456,14 +469,17 @@ def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float | None = None
             ax.errorbar(part["intensity"], rate, yerr=[rate - median, 0 * rate], fmt=marker,
                         color=colour, capsize=2, ms=6)
             points.extend(zip(part["intensity"], rate, part["layer"], strict=True))
-        _label_points(ax, points, colour)
         ax.set(xscale="log", yscale="log", title=net,
                xlabel="arithmetic intensity (operations per byte)")
         ax.grid(alpha=0.3, which="both")
+        labelled.append((ax, points, colour))
     axes[0, 0].set_ylabel("operations per second (GOP/s)")
     handles, labels = axes[0, -1].get_legend_handles_labels()
     for marker, label in (*stages.values(), ("o", "other layer")):
         handles.append(Line2D([], [], marker=marker, color="0.35", ls=""))
         labels.append(f"{label}, at its best time (bar down to its median)")
     fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
+    fig.canvas.draw()  # lay the figure out, so that the labels can be placed by their boxes
+    for ax, points, colour in labelled:
+        _label_points(ax, points, colour)
     return fig
