@@ -52,6 +52,8 @@ The conventions, per operator (``n`` is the number of output elements):
   divisor, ``1/m`` without padding) for an average, ``m - 1`` comparisons for a maximum. A
   window holds the positions of the kernel that lie inside the input: PyTorch's pooling
   kernels never read padding, and with ``ceil_mode`` the last window may be partial. An
+  average whose windows all hold a single value (an adaptive pool to the input's own size, as
+  in AlexNet) is an identity and costs nothing. An
   adaptive average pool to 1 x 1 runs as ``mean``: inside an ``nn.AdaptiveAvgPool*`` module
   it is counted as that pooling layer; called as a function in a ``forward``
   (``F.adaptive_avg_pool2d(x, 1)``) it is a reduction, always counted.
@@ -405,6 +407,8 @@ def _pool(dims: int, mode: str) -> Cost:
         window_sum, n = planes * windows, o.numel()
         if mode == "max":
             return {POOLING: {"comparisons": window_sum - n}}
+        if window_sum == n:  # every window holds one value: an identity, nothing to compute
+            return _ZERO
         return {POOLING: {"adds": window_sum - n, "mults": n}}  # one product by 1/m each
 
     return cost

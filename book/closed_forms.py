@@ -85,7 +85,8 @@ def linear_ops(in_features, out_features, *, bias=False, batch=1) -> dict[str, i
 def pool2d_ops(channels, input_size, kernel_size, *, stride=None, padding=0, mode="avg",
                batch=1) -> dict[str, int]:
     """2-D pooling: an average of a ``K_h x K_w`` window costs ``K_h*K_w - 1`` additions and
-    one multiplication per output; a maximum ``K_h*K_w - 1`` comparisons."""
+    one multiplication per output (none for a 1 x 1 window: an identity); a maximum
+    ``K_h*K_w - 1`` comparisons."""
     if mode not in ("avg", "max"):
         raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
     k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
@@ -95,4 +96,4 @@ def pool2d_ops(channels, input_size, kernel_size, *, stride=None, padding=0, mod
     n = positive_int("batch", batch) * positive_int("channels", channels) * h_out * w_out
     if mode == "max":
         return {"comparisons": n * (k_h * k_w - 1)}
-    return {"mults": n, "adds": n * (k_h * k_w - 1)}
+    return {"mults": n if k_h * k_w > 1 else 0, "adds": n * (k_h * k_w - 1)}

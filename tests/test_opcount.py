@@ -160,6 +160,8 @@ def test_pooling_counts():
     assert totals(adaptive) == (2 * 9, 2 * (7 * 7 - 9))
     assert count_ops(nn.AdaptiveMaxPool2d((3, 5)), (1, 2, 5, 5), pooling=True).loc[
         0, "comparisons"] == 2 * (7 * 5 - 15)
+    # an average over windows of one value each (AlexNet's 6x6 -> 6x6) is an identity
+    assert totals(count_ops(nn.AdaptiveAvgPool2d(6), (1, 3, 6, 6), pooling=True)) == (0, 0)
 
 
 def test_partial_pooling_windows_count_what_they_compute():
@@ -182,7 +184,8 @@ def test_pooling_windows_are_those_pytorch_averages_over(cfg):
                                             count_include_pad=False, divisor_override=1)
     outputs, positions = window.numel(), int(window.sum())
     avg = count_ops(nn.AvgPool2d(k, s, p, ceil_mode=cfg["ceil"]), shape, pooling=True)
-    assert totals(avg) == (outputs, positions - outputs)
+    identity = positions == outputs  # every window one value: nothing to multiply
+    assert totals(avg) == (0 if identity else outputs, positions - outputs)
     maxed = count_ops(nn.MaxPool2d(k, s, p, ceil_mode=cfg["ceil"]), shape, pooling=True)
     assert maxed.loc[0, "comparisons"] == positions - outputs
 
