@@ -415,19 +415,20 @@ def _label_points(ax, points, colour) -> None:
               (-4, -4, "right", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center"))
     frame = ax.get_window_extent(renderer)
     placed = []
+    def put(name, x, y, dx, dy, ha, va):
+        return ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points",
+                           fontsize=8, color=colour, ha=ha, va=va)
+
     for x, y, name in sorted(points, key=lambda p: -p[1]):
-        for dx, dy, ha, va in (*places, places[0]):
-            label = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points",
-                                fontsize=8, color=colour, ha=ha, va=va)
+        for place in places:
+            label = put(name, x, y, *place)
             box = label.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1
             if inside and not any(box.overlaps(other) for other in placed):
                 break
             label.remove()
         else:  # nowhere free: the first place, overlapping
-            label = ax.annotate(name, (x, y), xytext=places[0][:2], textcoords="offset points",
-                                fontsize=8, color=colour, ha="left", va="bottom")
-            box = label.get_window_extent(renderer)
+            box = put(name, x, y, *places[0]).get_window_extent(renderer)
         placed.append(box)
 
 

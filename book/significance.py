@@ -34,13 +34,8 @@ class Disagreement:
     p_value: float  # two-sided, exact; 1.0 when they never disagree
 
 
-def mcnemar_exact(right_a: torch.Tensor, right_b: torch.Tensor) -> Disagreement:
-    """McNemar's exact test for two classifiers on the same examples.
-
-    ``right_a``, ``right_b``: bool tensors of one shape, ``True`` where each classifier is
-    right on that example. Raises ``ValueError`` for tensors that are not bool or that differ
-    in shape.
-    """
+def _disagreements(right_a: torch.Tensor, right_b: torch.Tensor) -> tuple[int, int]:
+    """``(only_a, only_b)``: the examples only ``a``, and only ``b``, gets right."""
     for name, right in (("right_a", right_a), ("right_b", right_b)):
         if not isinstance(right, torch.Tensor) or right.dtype != torch.bool:
             raise ValueError(f"{name} must be a bool tensor (True where the classifier is "
@@ -48,8 +43,17 @@ def mcnemar_exact(right_a: torch.Tensor, right_b: torch.Tensor) -> Disagreement:
     if right_a.shape != right_b.shape:
         raise ValueError(f"right_a and right_b must score the same examples: shapes "
                          f"{tuple(right_a.shape)} and {tuple(right_b.shape)}")
-    only_a = int((right_a & ~right_b).sum())
-    only_b = int((right_b & ~right_a).sum())
+    return int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+
+
+def mcnemar_exact(right_a: torch.Tensor, right_b: torch.Tensor) -> Disagreement:
+    """McNemar's exact test for two classifiers on the same examples.
+
+    ``right_a``, ``right_b``: bool tensors of one shape, ``True`` where each classifier is
+    right on that example. Raises ``ValueError`` for tensors that are not bool or that differ
+    in shape.
+    """
+    only_a, only_b = _disagreements(right_a, right_b)
     n, k = only_a + only_b, min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no underflow
     return Disagreement(only_a, only_b, min(1.0, 2 * tail / 2**n))
@@ -61,8 +65,8 @@ def difference_interval(right_a: torch.Tensor, right_b: torch.Tensor,
     same ``N`` examples, from the paired counts: the difference is ``(only_a - only_b) / N``
     and its variance ``(only_a + only_b - (only_a - only_b)^2 / N) / N^2`` (each example
     contributes +1, -1 or 0). Same arguments and refusals as :func:`mcnemar_exact`."""
-    counts = mcnemar_exact(right_a, right_b)
+    only_a, only_b = _disagreements(right_a, right_b)
     n = right_a.numel()
-    diff = counts.only_a - counts.only_b
-    half = z * math.sqrt(max(counts.only_a + counts.only_b - diff**2 / n, 0.0)) / n
+    diff = only_a - only_b
+    half = z * math.sqrt(max(only_a + only_b - diff**2 / n, 0.0)) / n
     return diff / n - half, diff / n + half
