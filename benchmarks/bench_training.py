@@ -3,30 +3,34 @@
 1. The machine's peak: a 4096x4096 matrix product in float32 and in bfloat16 (GFLOP/s, best
    of 3), and whether the CPU has native bf16 dot products (its ``avx512_bf16``/``amx_bf16``
    flags).
-2. One training epoch of each net (55,000 images, ``book.training.train_epoch``: shifts and
-   weight averaging included) for each lever alone and combined (``--compile`` adds
+2. The shift augmentation alone: the book's ``shifted`` (each batch padded, then gathered
+   from) against one gather from the training set padded once per epoch, interleaved; the
+   two give identical batches, and the script checks it.
+3. One training epoch of each net (55,000 images, ``book.training.train_epoch``: shifts and
+   weight averaging included) for the book's loop, the loop with ``fused`` Adam (one kernel
+   per step for every tensor) and each other lever alone and combined (``--compile`` adds
    ``torch.compile``, alone and with bf16 autocast), timed in interleaved rounds
    (every contender once per round, best and spread over the rounds). Each epoch is also
    given as a fraction of the measured peak: its arithmetic is 3 forward passes' worth of
    multiply-accumulates per image (forward, input gradient, weight gradient) less the first
    layer's input gradient, which nobody needs, counted by ``book.opcount``.
-3. Where the book's epoch goes, from ``torch.profiler`` (self time of each operator, one
+4. Where the book's epoch goes, from ``torch.profiler`` (self time of each operator, one
    epoch on 12,800 images after a warm-up one): the share of the products (convolutions
    forward and backward, matrix products) and of everything else (activations, pooling, the
    shift gather, the loss, Adam's and the weight average's elementwise updates). The rest is
    a bound no faster product can remove: even at the peak rate, an epoch takes its
    products' arithmetic at the peak plus the rest as measured.
-4. The Transformer of Problem 2 (``book.reversal.train_reversal``, which trains with bf16
+5. The Transformer of Problem 2 (``book.reversal.train_reversal``, which trains with bf16
    autocast): seconds per training step with and without autocast, in interleaved rounds of
    short runs, as a fraction of the measured peak; its multiply-accumulates per sequence from
    ``book.transformer_ops.closed_form_counts``.
-5. The book's own finished runs (``results/`` after ``make book``): for each, the least time
+6. The book's own finished runs (``results/`` after ``make book``): for each, the least time
    its epochs could take here with these kernels (products at the peak, the rest as profiled),
    beside the seconds it took, summed and set against the 3-minute build target
    (``--build-bound`` prints only the peaks and this).
-6. Each net trained from scratch to convergence with the book's rule (in a temporary folder,
+7. Each net trained from scratch to convergence with the book's rule (in a temporary folder,
    so the book's own results are untouched), with the book's configuration and with each lever
-   of 2. (the learning rate unchanged). Targets: LeNet-5 at least 99.3% test accuracy in at
+   of 3. (the learning rate unchanged). Targets: LeNet-5 at least 99.3% test accuracy in at
    most 12 s of training, the separable net at least 98.6% in at most 15 s; a LeNet-5 epoch
    in at most 1.5 s.
 
@@ -48,6 +52,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from book.data import load_mnist
@@ -56,7 +61,7 @@ from book.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
 from book.opcount import count_ops
 from book.paths import RESULTS_DIR
 from book.reversal import ReversalConfig, ReversalTask, train_reversal
-from book.training import TrainConfig, split, train, train_epoch
+from book.training import TrainConfig, shifted, split, train, train_epoch
 from book.transformer_ops import closed_form_counts
 
 BOOK = {"LeNet5": TrainConfig(), "LeNet5DSC": TrainConfig(lr=2e-2)}
@@ -64,10 +69,12 @@ TARGETS = {"LeNet5": (0.993, 12.0), "LeNet5DSC": (0.986, 15.0)}  # accuracy, tra
 EPOCH_TARGET = {"LeNet5": 1.5}
 LEVERS = {  # name -> changes to the book's configuration
     "book's loop (float32, batch 256)": {},
+    "fused Adam": {},
     "bf16 autocast": {"autocast_bf16": True},
     "batch 512": {"batch_size": 512},
     "bf16 autocast + batch 512": {"autocast_bf16": True, "batch_size": 512},
 }
+FUSED = {"fused Adam"}  # torch.optim.Adam(fused=True): one kernel per step for all tensors
 COMPILED = {  # with --compile: the model wrapped in torch.compile (inductor, the C compiler)
     "torch.compile": {},
     "torch.compile + bf16 autocast": {"autocast_bf16": True},
@@ -115,7 +122,8 @@ def epoch_speed(rounds: int, peaks: dict[str, float], compiled: bool = False
             config = dataclasses.replace(BOOK[make.__name__], **changes)
             torch.manual_seed(0)
             model = make().to(memory_format=torch.channels_last)
-            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                         fused=lever in FUSED)
             averaged = copy.deepcopy(model)
             if lever in COMPILED:
                 model = torch.compile(model)  # shares the parameters the optimizer updates
@@ -144,6 +152,51 @@ def epoch_speed(rounds: int, peaks: dict[str, float], compiled: bool = False
             print(f"    best epoch {best_epochs[make.__name__]:.2f} s: {verdict} the "
                   f"{target} s target")
     return book_epochs
+
+
+def gather_from_padded(source: torch.Tensor, index: torch.Tensor, shift: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    """The alternative to ``book.training.shifted``: images ``index`` of ``source`` (the whole
+    set, padded once by ``shift`` pixels) moved by random offsets drawn exactly as ``shifted``
+    draws them, in one gather with no copy of the batch first."""
+    n, h, w = len(index), source.shape[2] - 2 * shift, source.shape[3] - 2 * shift
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, n, 1), generator=generator)
+    rows = (dy + torch.arange(h))[:, :, None]
+    cols = (dx + torch.arange(w))[:, None, :]
+    return source[index[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+def shift_speed(rounds: int, batches: int = 200) -> None:
+    """The shift augmentation per batch of 256: the book's ``shifted`` (pad the batch, then
+    gather) against :func:`gather_from_padded` on the set padded once (its padding counted
+    once per ``batches`` batches), interleaved; the batches are checked to be identical."""
+    data = load_mnist()
+    config = TrainConfig()
+    splits = split(data, config)
+    x, s, fill = splits.train_x, config.shift, splits.background
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    batches_idx = [order[i * 256:(i + 1) * 256] for i in range(batches)]
+
+    def book() -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(1)
+        return [shifted(x[idx], s, g, fill=fill) for idx in batches_idx]
+
+    def prepadded() -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(1)
+        source = F.pad(x, (s, s, s, s), value=fill)
+        return [gather_from_padded(source, idx, s, g) for idx in batches_idx]
+
+    same = all(torch.equal(a, b) for a, b in zip(book(), prepadded(), strict=True))
+    times = {"book's shifted (pad each batch)": [], "gather from the set padded once": []}
+    for _ in range(rounds):
+        for label, fn in zip(times, (book, prepadded), strict=True):
+            times[label].append(_seconds(fn) / batches)
+    steps = -(-len(x) // config.batch_size)
+    print(f"\nthe shift augmentation, {batches} batches of 256, {rounds} interleaved rounds "
+          f"(identical batches: {same}):")
+    for label, ts in times.items():
+        print(f"    {label:34s} {1e3 * min(ts):.2f} ms per batch ({1e3 * min(ts):.2f}-"
+              f"{1e3 * max(ts):.2f}), {steps * min(ts):.2f} s per epoch of {steps} batches")
 
 
 PRODUCTS = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
@@ -305,7 +358,7 @@ def convergence() -> None:
     print("\ntraining to convergence (fresh, in a temporary folder):")
     for make in (LeNet5, LeNet5DSC):
         accuracy, seconds = TARGETS[make.__name__]
-        for label in LEVERS:
+        for label in [k for k in LEVERS if k not in FUSED]:  # train() has no fused Adam
             changes = LEVERS[label]
             config = dataclasses.replace(BOOK[make.__name__], **changes)
             with tempfile.TemporaryDirectory() as folder:
@@ -326,6 +379,8 @@ def main() -> None:
     parser.add_argument("--build-bound", action="store_true",
                         help="only the peaks and the bound on the book's own training runs "
                              "(needs the finished runs of a `make book` in results/)")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
+                        help="the folder of finished runs for the bound (default: results/)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
@@ -336,13 +391,14 @@ def main() -> None:
     print("peak of a 4096x4096 matrix product: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     if args.build_bound:
-        build_bound(peaks)
+        build_bound(peaks, args.results)
         return
+    shift_speed(max(args.rounds, 5))
     best = epoch_speed(args.rounds, peaks, args.compile)
     where_time_goes(peaks, best)
     transformer_speed(peaks, args.rounds)
-    if any(RESULTS_DIR.glob("*.json")):
-        build_bound(peaks)
+    if any(args.results.glob("*.json")):
+        build_bound(peaks, args.results)
     if not args.skip_convergence:
         convergence()
 

@@ -277,8 +277,9 @@ def test_greedy_decode_pads_after_eos():
     assert (out[:, 0] == EOS).all() and (out[:, 1:] == PAD).all()
 
 
-def test_cached_greedy_decode_equals_decoding_the_whole_prefix():
-    model = model_in(torch.float32, seed=4)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cached_greedy_decode_equals_decoding_the_whole_prefix(dtype):
+    model = model_in(dtype, seed=4)
     with torch.no_grad():
         model.generator.bias[[PAD, EOS]] = -100  # no padding, and run to the end
     src = tokens(4, 7, [7, 5, 3, 1])
