@@ -1,14 +1,12 @@
-"""Numbers as the prose writes them: scientific notation for MyST math and for plain text, and
-integers with thousands separators in the tables shown next to the prose."""
+"""Numbers as the prose writes them: scientific notation for MyST math, and integers with
+thousands separators in the tables shown next to the prose."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["latex_sci", "unicode_sci", "with_separators"]
-
-SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+__all__ = ["latex_sci", "with_separators"]
 
 
 def mantissa_exponent(value: float, digits: int) -> tuple[str, int]:
@@ -21,12 +19,6 @@ def latex_sci(value: float, digits: int = 1) -> str:
     """``1.2e-06`` as the inline math ``$1.2\\times10^{-6}$``, for the text."""
     mantissa, exponent = mantissa_exponent(value, digits)
     return f"${mantissa}\\times10^{{{exponent}}}$"
-
-
-def unicode_sci(value: float, digits: int = 1) -> str:
-    """``1.2e-06`` as the plain text ``1.2 × 10⁻⁶``, for pasting into other pages."""
-    mantissa, exponent = mantissa_exponent(value, digits)
-    return f"{mantissa} × 10{str(exponent).translate(SUPERSCRIPT)}"
 
 
 def _separated(value):

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from book.formatting import latex_sci, unicode_sci, with_separators
+from book.formatting import latex_sci, with_separators
 
 
 def test_with_separators_writes_integers_with_commas_and_leaves_floats_alone():
@@ -28,6 +28,5 @@ def test_with_separators_returns_a_copy_and_keeps_the_numbers_of_the_table():
     assert table.loc[0, "mults"] == 416_520 and table["mults"].dtype == np.int64
 
 
-def test_scientific_notation_for_math_and_for_plain_text():
+def test_scientific_notation_for_math():
     assert latex_sci(1.234e-6) == "$1.2\\times10^{-6}$"
-    assert unicode_sci(1.234e-6, digits=2) == "1.23 × 10⁻⁶"
