@@ -398,7 +398,7 @@ def plot_pareto(table: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes[0].set_ylabel("test accuracy (%)")
-    axes[0].set_title("against operations", fontsize=10)
+    axes[0].set_title("against multiplications", fontsize=10)
     axes[1].set_title("against measured time (bar: min–max of the rounds)", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
