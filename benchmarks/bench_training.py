@@ -95,11 +95,25 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+def product_macs(make) -> list[int]:
+    """The multiply-accumulates of each convolution and linear layer of ``make()`` for one
+    digit's forward pass, in order, from the op counter."""
+    table = count_ops(make(), (1, 1, 28, 28))
+    return [int(m) for m in table.loc[table["kind"].isin(["Conv2d", "Linear"]), "mults"]]
+
+
 def training_flops_per_image(make) -> int:
     """2 x (3 forward MACs - the first layer's input gradient), from the op counter."""
-    table = count_ops(make(), (1, 1, 28, 28))
-    macs = table.loc[table["kind"].isin(["Conv2d", "Linear"]), "mults"]
-    return 2 * (3 * int(macs.sum()) - int(macs.iloc[0]))
+    macs = product_macs(make)
+    return 2 * (3 * sum(macs) - macs[0])
+
+
+def transformer_step_flops(task: ReversalTask, config: ReversalConfig) -> int:
+    """FLOP of one training step of the Problem 2 Transformer: forward and the two gradients,
+    2 x 3 x its multiply-accumulates per sequence (``closed_form_counts``) x the batch."""
+    counts = closed_form_counts(task.max_len, task.max_len + 1, task.model_config(torch.float32))
+    macs = sum(int(block.get("mults", 0)) for block in counts.values())  # per sequence
+    return 2 * 3 * macs * config.batch_size
 
 
 def epoch_speed(rounds: int, peaks: dict[str, float], compiled: bool = False
@@ -255,10 +269,7 @@ def transformer_speed(peaks: dict[str, float], rounds: int, steps: int = 100) ->
     """Seconds per training step of the Problem 2 Transformer, bf16 autocast (the book's
     choice) against float32, each a fresh run of ``steps`` steps in a temporary folder."""
     task, book = ReversalTask(), ReversalConfig()
-    model = task.model_config(torch.float32)
-    counts = closed_form_counts(task.max_len, task.max_len + 1, model)
-    macs = sum(int(block.get("mults", 0)) for block in counts.values())  # per sequence
-    flops = 2 * 3 * macs * book.batch_size  # forward, and the two gradients, per step
+    flops = transformer_step_flops(task, book)
     configs = {"bf16 autocast (the book's)": dataclasses.replace(
                    book, steps=steps, eval_every=steps, checkpoint_every=steps),
                "float32": dataclasses.replace(book, steps=steps, eval_every=steps,
@@ -309,32 +320,29 @@ def build_bound(peaks: dict[str, float], results_dir: Path = RESULTS_DIR,
     if not records:
         raise SystemExit(f"no finished runs in {results_dir}: run `make book` first")
     data = load_mnist()
+    labels = {name: _book_model(name, record) for name, record in records.items()
+              if "task" not in record["identity"]}  # the MNIST runs
     per_image = {}  # model -> (training seconds per image at the bound, scoring seconds)
-    for label in sorted({_book_model(n, r) for n, r in records.items() if "task" not in
-                         r["identity"]}):
+    for label in sorted(set(labels.values())):
         make = BOOK_MODELS[label]
         config = dataclasses.replace(TrainConfig(), train_limit=images)
         self_us, seconds = profiled_epoch(make, config, data)
         rest = (1 - products_share(self_us)) * seconds / images
-        floor = training_flops_per_image(make) / (peaks["float32"] * 1e9)
-        forward = count_ops(make(), (1, 1, 28, 28))
-        scoring = 2 * int(forward.loc[forward["kind"].isin(["Conv2d", "Linear"]),
-                                      "mults"].sum()) / (peaks["float32"] * 1e9)
-        per_image[label] = (floor + rest, scoring)
+        peak = peaks["float32"] * 1e9
+        per_image[label] = (training_flops_per_image(make) / peak + rest,
+                            2 * sum(product_macs(make)) / peak)
     print(f"\nthe book's finished runs ({results_dir.name}/), the least training time at "
           f"the bound (products at the peak, the rest as profiled on {images:,} images):")
     total_bound = total_measured = 0.0
     for name, record in records.items():
         identity = record["identity"]
         if "task" in identity:  # the Problem 2 Transformer
-            task, config = ReversalTask(), ReversalConfig(**identity["config"])
-            counts = closed_form_counts(task.max_len, task.max_len + 1,
-                                        task.model_config(torch.float32))
-            macs = sum(int(block.get("mults", 0)) for block in counts.values())
-            bound = config.steps * 2 * 3 * macs * config.batch_size / (peaks["bfloat16"] * 1e9)
+            config = ReversalConfig(**identity["config"])
+            bound = (config.steps * transformer_step_flops(ReversalTask(), config)
+                     / (peaks["bfloat16"] * 1e9))
             what = f"{config.steps} steps, products only, at the bf16 peak"
         else:
-            label, cfg = _book_model(name, record), identity["config"]
+            label, cfg = labels[name], identity["config"]
             train_images = cfg["train_limit"] or len(data.train_labels) - cfg["val_size"]
             scored = cfg["val_size"] + len(data.test_labels)
             train_s, score_s = per_image[label]
