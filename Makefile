@@ -34,7 +34,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 data: $(STAMP)
-	$(BIN)/python -m book.data
+	$(BIN)/python -m book.mnist.data
 
 # The kernel the notebooks name in their metadata, installed into the venv (--sys-prefix), so
 # Jupyter started from the venv (make lab, make book, nbconvert) runs them with it.

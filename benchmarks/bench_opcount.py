@@ -1,4 +1,4 @@
-"""What counting costs: book.opcount.count_ops against a plain forward pass, on this machine.
+"""What counting costs: book.counting.counter.count_ops against a plain forward pass, here.
 
 1. The overhead per aten operator: one forward pass under ``count_ops`` against the same
    pass without it (eval mode, ``torch.no_grad``, real tensors on the CPU), and, for scale,
@@ -24,9 +24,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from book.model_zoo import IMAGE, MODELS, build, count_model
-from book.models import LeNet5
-from book.opcount import count_ops
+from book.counting.counter import count_ops
+from book.counting.model_zoo import IMAGE, MODELS, build, count_model
+from book.mnist.models import LeNet5
 
 SECONDS_TARGET = 30.0
 

@@ -6,7 +6,7 @@ Untrained nets (speed does not depend on the weights), channels-last as the book
 Everything is timed interleaved (A, B, A, B, ...; book.timing.interleaved_seconds) and each
 net's speed-up over LeNet-5 is the median of the round-by-round ratios, with their range, so
 a busy spell of a shared machine falls on both sides of every ratio. Then this machine's
-roofs and every layer of LeNet-5 and LeNet-5 DSC under them (book.roofline).
+roofs and every layer of LeNet-5 and LeNet-5 DSC under them (book.speed.roofline).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import argparse
 
 import torch
 
-from book.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
-from book.opcount import count_ops
-from book.roofline import layer_rates, measure_roofs
+from book.counting.counter import count_ops
+from book.mnist.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
+from book.speed.roofline import layer_rates, measure_roofs
 from book.timing import forward_seconds, threads
 
 NETS = {"LeNet-5": LeNet5, "LeNet-5 DSC": LeNet5DSC, "DSC, regular c1": LeNet5DSCFullFirst,

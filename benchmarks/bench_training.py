@@ -6,24 +6,25 @@
 2. The shift augmentation alone: the book's ``shifted`` (each batch padded, then gathered
    from) against one gather from the training set padded once per epoch, interleaved; the
    two give identical batches, and the script checks it.
-3. One training epoch of each net (55,000 images, ``book.training.train_epoch``: shifts and
+3. One training epoch of each net (55,000 images, ``book.mnist.training.train_epoch``: shifts and
    weight averaging included) for the book's loop, the loop with ``fused`` Adam (one kernel
    per step for every tensor) and each other lever alone and combined (``--compile`` adds
    ``torch.compile``, alone and with bf16 autocast), timed in interleaved rounds
    (every contender once per round, best and spread over the rounds). Each epoch is also
    given as a fraction of the measured peak: its arithmetic is 3 forward passes' worth of
    multiply-accumulates per image (forward, input gradient, weight gradient) less the first
-   layer's input gradient, which nobody needs, counted by ``book.opcount``.
+   layer's input gradient, which nobody needs, counted by ``book.counting.counter``.
 4. Where the book's epoch goes, from ``torch.profiler`` (self time of each operator, one
    epoch on 12,800 images after a warm-up one): the share of the products (convolutions
    forward and backward, matrix products) and of everything else (activations, pooling, the
    shift gather, the loss, Adam's and the weight average's elementwise updates). The rest is
    a bound no faster product can remove: even at the peak rate, an epoch takes its
    products' arithmetic at the peak plus the rest as measured.
-5. The Transformer of Problem 2 (``book.reversal.train_reversal``, which trains with bf16
+5. The Transformer of Problem 2 (``book.transformer.reversal.train_reversal``, which trains
+   with bf16
    autocast): seconds per training step with and without autocast, in interleaved rounds of
    short runs, as a fraction of the measured peak; its multiply-accumulates per sequence from
-   ``book.transformer_ops.closed_form_counts``.
+   ``book.transformer.costs.closed_form_counts``.
 6. The book's own finished runs (``results/`` after ``make book``): for each, the least time
    its epochs could take here with these kernels (products at the peak, the rest as profiled),
    beside the seconds it took, summed and set against the 3-minute build target
@@ -55,14 +56,14 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from book.data import load_mnist
+from book.counting.counter import count_ops
 from book.hardware import cpu_flags, default_device
-from book.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
-from book.opcount import count_ops
+from book.mnist.data import load_mnist
+from book.mnist.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
+from book.mnist.training import TrainConfig, shifted, split, train, train_epoch
 from book.paths import RESULTS_DIR
-from book.reversal import ReversalConfig, ReversalTask, train_reversal
-from book.training import TrainConfig, shifted, split, train, train_epoch
-from book.transformer_ops import closed_form_counts
+from book.transformer.costs import closed_form_counts
+from book.transformer.reversal import ReversalConfig, ReversalTask, train_reversal
 
 BOOK = {"LeNet5": TrainConfig(), "LeNet5DSC": TrainConfig(lr=2e-2)}
 TARGETS = {"LeNet5": (0.993, 12.0), "LeNet5DSC": (0.986, 15.0)}  # accuracy, training seconds
@@ -170,7 +171,7 @@ def epoch_speed(rounds: int, peaks: dict[str, float], compiled: bool = False
 
 def gather_from_padded(source: torch.Tensor, index: torch.Tensor, shift: int,
                        generator: torch.Generator) -> torch.Tensor:
-    """The alternative to ``book.training.shifted``: images ``index`` of ``source`` (the whole
+    """The alternative to ``book.mnist.training.shifted``: images ``index`` of ``source`` (the whole
     set, padded once by ``shift`` pixels) moved by random offsets drawn exactly as ``shifted``
     draws them, in one gather with no copy of the batch first."""
     n, h, w = len(index), source.shape[2] - 2 * shift, source.shape[3] - 2 * shift

@@ -6,7 +6,7 @@ Same weights (those of the finished run results/transformer.* when it matches th
 code, else the random initialisation), same inputs; median times from torch.utils.benchmark,
 and the ratio to float32 measured in the same run. Also times one matrix product of the
 feed-forward size in each dtype, which is where the differences come from, and the float16
-forward pass in the strict 16-bit mode (book.strict_fp16) against PyTorch's float16; and
+forward pass in the strict 16-bit mode (book.transformer.strict_fp16) against PyTorch's float16; and
 prints which 16-bit formats the CPU has instructions for, from its flags.
 """
 
@@ -19,11 +19,11 @@ import platform
 import torch
 
 from book.hardware import default_device, dtype_label
-from book.reversal import ReversalTask, training_run
-from book.strict_fp16 import strict_fp16
 from book.timing import benchmark_module
-from book.transformer import DTYPES, Transformer
-from book.transformer_dtypes import cpu_16bit_support, inference_times
+from book.transformer.model import DTYPES, Transformer
+from book.transformer.numerics import cpu_16bit_support, inference_times
+from book.transformer.reversal import ReversalTask, training_run
+from book.transformer.strict_fp16 import strict_fp16
 
 
 def _cpu_name() -> str:

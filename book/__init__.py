@@ -1,11 +1,19 @@
 """Helper package of the course-report book on efficient neural networks.
 
-One module per idea; ``CONTRIBUTING.md`` lists them all. The notebooks import modules
-(``from book import opcount``) and call them: data (:mod:`book.data`), models
-(:mod:`book.models`), training under one run protocol (:mod:`book.training`,
-:mod:`book.runs`), operation counts and memory traffic (:mod:`book.opcount`,
-:mod:`book.traffic`), the Transformer of Problem 2 (:mod:`book.transformer`) and every
-figure (:mod:`book.plots`).
+Grouped by the chapter whose question it answers (``CONTRIBUTING.md`` lists every module):
+
+- :mod:`book.mnist`: Parts a and b, LeNet-5 and its depthwise-separable version on MNIST
+  (data, models, training, significance, figures).
+- :mod:`book.counting`: Parts c and d, exact operation counts (the cost of each operator, the
+  counter, the closed forms, the separable map, torchvision's networks, figures).
+- :mod:`book.speed`: Part b's speed study (memory traffic, the measured roofline, figures).
+- :mod:`book.transformer`: Problem 2, the Transformer in 16 bits (model, layers, strict float16
+  accumulation, costs, numerics, the digit-reversal demonstration, figures).
+
+Shared at the top: :mod:`book.paths`, :mod:`book.checks`, :mod:`book.hardware`,
+:mod:`book.formatting`, :mod:`book.progress`, :mod:`book.timing` and :mod:`book.runs` (the one
+resumable-run protocol and its atomic files). A sub-package imports only the shared modules and,
+where a chapter builds on another, a sibling; no shared module imports a sub-package.
 """
 
 from book.paths import DATA_DIR, RESULTS_DIR, ROOT

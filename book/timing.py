@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pandas as pd
 import torch
 
-from .checks import positive_float, positive_int
+from book.checks import positive_float, positive_int
 
 __all__ = ["benchmark_module", "forward_seconds", "interleaved_seconds", "median_seconds",
            "spread", "threads"]

@@ -1,4 +1,4 @@
-"""The operator table of book.aten_costs: a fused kernel counts what the operators it replaces
+"""The operator table of book.counting.costs: a fused kernel counts what the operators it replaces
 count, and arithmetic the table does not know is refused, naming the operator and module."""
 
 import math
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from book.aten_costs import COSTS, ZERO_COST, attention_cost, softmax_counts
-from book.opcount import OP_KINDS, UncountedOperationError, count_operators, count_ops
+from book.counting.costs import COSTS, ZERO_COST, attention_cost, softmax_counts
+from book.counting.counter import OP_KINDS, UncountedOperationError, count_operators, count_ops
 
 
 def costs(model, inputs, **options):

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from book.data import MD5, MNISTError, load_mnist, prepare_mnist, raw_dir, verify_mnist
+from book.mnist.data import MD5, MNISTError, load_mnist, prepare_mnist, raw_dir, verify_mnist
 from book.paths import DATA_DIR
 
 

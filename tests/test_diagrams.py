@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from book.diagrams import network_rows, plot_network
-from book.models import LeNet5, LeNet5DSC
+from book.mnist.figures import network_rows, plot_network
+from book.mnist.models import LeNet5, LeNet5DSC
 
 matplotlib.use("Agg")
 

@@ -4,8 +4,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from book.plots import pareto_front, plot_pareto, plot_roofline
-from book.roofline import Roofs
+from book.speed.figures import pareto_front, plot_pareto, plot_roofline
+from book.speed.roofline import Roofs
 
 matplotlib.use("Agg")
 

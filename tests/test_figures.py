@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from book.plots import plot_curves, plot_maps
+from book.mnist.figures import plot_curves, plot_maps
 
 matplotlib.use("Agg")
 

@@ -99,9 +99,9 @@ def test_training_shows_a_progress_bar_in_the_kernel(spec) -> None:
 
     code = (
         "import tempfile\n"
-        "from book.data import load_mnist\n"
-        "from book.models import LeNet5\n"
-        "from book.training import TrainConfig, train\n"
+        "from book.mnist.data import load_mnist\n"
+        "from book.mnist.models import LeNet5\n"
+        "from book.mnist.training import TrainConfig, train\n"
         "config = TrainConfig(max_epochs=1, train_limit=2048, val_size=512)\n"
         "with tempfile.TemporaryDirectory() as folder:\n"
         "    train('tiny', LeNet5, load_mnist(), config, results_dir=folder)\n"

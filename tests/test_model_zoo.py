@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from book.aten_costs import COSTS, ZERO_COST
-from book.model_zoo import (
+from book.counting.costs import COSTS, ZERO_COST
+from book.counting.counter import OP_KINDS, count_ops
+from book.counting.figures import plot_other_mults
+from book.counting.model_zoo import (
     IMAGE,
     MODELS,
     build,
@@ -17,8 +19,6 @@ from book.model_zoo import (
     separable_blocks,
     zoo_table,
 )
-from book.opcount import OP_KINDS, count_ops
-from book.plots import plot_other_mults
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from book.models import (
+from book.mnist.models import (
     DepthwiseSeparableConv2d,
     LeNet5,
     LeNet5DSC,

@@ -11,9 +11,8 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from strategies import MNIST, SETTINGS, conv_configs, pool_configs, totals
 from torch import nn
 
-from book import opcount
-from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
-from book.opcount import (
+from book.counting import counter
+from book.counting.counter import (
     OP_KINDS,
     UncountedOperationError,
     closed_form_ops,
@@ -26,16 +25,17 @@ from book.opcount import (
     pytorch_flops,
     register_counter,
 )
-from book.plots import plot_layer_ops
+from book.counting.figures import plot_layer_ops
+from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
 
 
 @pytest.fixture
 def registry():
     """Register counters in a test without leaking them into the others."""
-    saved = dict(opcount._COUNTERS)
+    saved = dict(counter._COUNTERS)
     yield
-    opcount._COUNTERS.clear()
-    opcount._COUNTERS.update(saved)
+    counter._COUNTERS.clear()
+    counter._COUNTERS.update(saved)
 
 
 # --------------------------------------------------------------------------- LeNet-5 totals
@@ -209,7 +209,7 @@ def test_layer_figure_draws_every_layer_that_does_arithmetic_on_one_shared_axis(
 
 # --------------------------------------------------------------------------- every operator
 
-class Atan2(nn.Module):  # arithmetic that book.aten_costs does not know
+class Atan2(nn.Module):  # arithmetic that book.counting.costs does not know
     def forward(self, x):
         return torch.atan2(x, x)
 

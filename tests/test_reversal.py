@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from book.reversal import (
+from book.transformer.model import BOS, EOS, PAD
+from book.transformer.reversal import (
     DIGIT_OFFSET,
     ReversalConfig,
     ReversalTask,
@@ -18,7 +19,6 @@ from book.reversal import (
     train_reversal,
     with_max_len,
 )
-from book.transformer import BOS, EOS, PAD
 
 
 def test_reversal_task():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from book.models import LeNet5, LeNet5DSC
-from book.roofline import Roofs, layer_calls, layer_rates, layer_seconds, measure_roofs
-from book.traffic import count_traffic
+from book.mnist.models import LeNet5, LeNet5DSC
+from book.speed.roofline import Roofs, layer_calls, layer_rates, layer_seconds, measure_roofs
+from book.speed.traffic import count_traffic
 
 
 def test_the_attainable_rate_is_the_lower_of_the_two_roofs():
@@ -84,15 +84,15 @@ def test_layer_rates_refuse_a_net_with_arithmetic_outside_its_leaf_modules():
 
 
 def test_layer_rates_refuse_a_net_counted_by_units_it_cannot_time_alone():
-    from book import opcount
-    from book.models import DepthwiseSeparableConv2d
+    from book.counting import counter
+    from book.mnist.models import DepthwiseSeparableConv2d
 
     roofs = Roofs(peak=1e12, bandwidth=1e11, matmul_size=512, copy_bytes=2**28, threads=1)
-    saved = dict(opcount._COUNTERS)
+    saved = dict(counter._COUNTERS)
     try:
-        opcount.register_counter(DepthwiseSeparableConv2d)(lambda m, i, o, **flags: {})
+        counter.register_counter(DepthwiseSeparableConv2d)(lambda m, i, o, **flags: {})
         with pytest.raises(ValueError, match="the layer calls and the count's rows differ"):
             layer_rates({"DSC": LeNet5DSC()}, torch.randn(1, 1, 28, 28), roofs, rounds=1)
     finally:
-        opcount._COUNTERS.clear()
-        opcount._COUNTERS.update(saved)
+        counter._COUNTERS.clear()
+        counter._COUNTERS.update(saved)

@@ -8,8 +8,14 @@ import sys
 import pytest
 import torch
 
-from book.io import atomic_write, remove_stale_temporaries
-from book.runs import Run, RunError, code_digest, file_digest
+from book.runs import (
+    Run,
+    RunError,
+    atomic_write,
+    code_digest,
+    file_digest,
+    remove_stale_temporaries,
+)
 
 IDENTITY = {"model": "Tiny", "config": {"lr": 0.01, "sizes": (1, 2)}}
 WEIGHTS = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}
@@ -143,7 +149,7 @@ def test_read_only_folder_is_named_not_a_temporary_file(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):  # what mkstemp raises in a folder without write permission
         raise PermissionError(13, "Permission denied", str(tmp_path / ".x.json.1.abc.tmp"))
 
-    monkeypatch.setattr("book.io.tempfile.mkstemp", refuse)  # root may write anywhere
+    monkeypatch.setattr("book.runs.tempfile.mkstemp", refuse)  # root may write anywhere
     with pytest.raises(PermissionError, match=f"folder {tmp_path} is not writable") as error:
         atomic_write(tmp_path / "x.json", lambda f: f.write(b"{}"))
     assert ".tmp" not in str(error.value)

@@ -1,5 +1,5 @@
 """Part d: the counts of a regular convolution map exactly to those of its separable
-replacement, as the hooks of book.opcount count both."""
+replacement, as the hooks of book.counting.counter count both."""
 
 from fractions import Fraction
 
@@ -10,9 +10,9 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from strategies import SETTINGS, conv_configs, totals
 from torch import nn
 
-from book.opcount import count_ops
-from book.plots import plot_ratios
-from book.separable_map import (
+from book.counting.counter import count_ops
+from book.counting.figures import plot_ratios
+from book.counting.separable_map import (
     adds_ratio,
     mults_ratio,
     ops_ratio,

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from book.significance import difference_interval, mcnemar_exact
+from book.mnist.significance import difference_interval, mcnemar_exact
 
 
 def outcomes(only_a: int, only_b: int, both: int = 5, neither: int = 3):

@@ -5,8 +5,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from book.reversal import DIGIT_OFFSET, VOCAB
-from book.strict_fp16 import (
+from book.transformer.model import Transformer, TransformerConfig
+from book.transformer.reversal import DIGIT_OFFSET, VOCAB
+from book.transformer.strict_fp16 import (
     accumulation_block,
     linear,
     matmul,
@@ -14,7 +15,6 @@ from book.strict_fp16 import (
     row_sum,
     strict_fp16,
 )
-from book.transformer import Transformer, TransformerConfig
 
 
 def test_one_plus_ten_thousand_ten_thousandths():

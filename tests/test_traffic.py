@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from book import opcount
-from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
-from book.traffic import TRAFFIC_COLUMNS, count_traffic
+from book.counting import counter
+from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
+from book.speed.traffic import TRAFFIC_COLUMNS, count_traffic
 
 F32 = 4  # bytes per float32 value
 
@@ -109,7 +109,7 @@ def test_every_layer_of_lenet_reads_its_own_weights_and_sees_the_shape_it_output
 def test_the_counts_are_those_of_count_ops_and_work_on_the_meta_device():
     model = LeNet5DSC().to("meta")
     table = count_traffic(model, (1024, 1, 28, 28), bias=True, pooling=True)
-    ops = opcount.count_ops(model, (1024, 1, 28, 28), bias=True, pooling=True)
+    ops = counter.count_ops(model, (1024, 1, 28, 28), bias=True, pooling=True)
     assert table[list(ops.columns)].equals(ops)
     assert table.loc[table["layer"] == "c1.depthwise", "input_bytes"].item() == F32 * 1024 * 784
 
@@ -124,14 +124,14 @@ def test_a_container_doing_its_own_arithmetic_is_refused_not_guessed():
 
 
 def test_a_registered_unit_reads_all_its_weights_in_one_row():
-    saved = dict(opcount._COUNTERS)
+    saved = dict(counter._COUNTERS)
     try:
-        @opcount.register_counter(DepthwiseSeparableConv2d)
+        @counter.register_counter(DepthwiseSeparableConv2d)
         def separable(module, inputs, output, *, bias, pooling):
             return {"mults": 1}
 
         row = only_row(DepthwiseSeparableConv2d(3, 5, 3), (1, 3, 6, 6))
         assert_traffic(row, 3 * 36, 3 * 9 + 3 + 5 * 3 + 5, 5 * 16)
     finally:
-        opcount._COUNTERS.clear()
-        opcount._COUNTERS.update(saved)
+        counter._COUNTERS.clear()
+        counter._COUNTERS.update(saved)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from book.data import load_mnist
-from book.models import LeNet5
+from book.mnist.data import load_mnist
+from book.mnist.models import LeNet5
+from book.mnist.training import HISTORY_COLUMNS, TrainConfig, shifted, train
 from book.runs import RunError
-from book.training import HISTORY_COLUMNS, TrainConfig, shifted, train
 
 # Small enough for a few seconds on two cores, large enough to learn.
 TINY = TrainConfig(train_limit=2_000, val_size=1_000, max_epochs=4, patience=2, batch_size=128)

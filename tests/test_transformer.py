@@ -10,8 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from book.reversal import DIGIT_OFFSET, VOCAB, attention_maps
-from book.transformer import (
+from book.transformer.model import (
     BOS,
     EOS,
     PAD,
@@ -21,7 +20,8 @@ from book.transformer import (
     Transformer,
     TransformerConfig,
 )
-from book.transformer_dtypes import inference_times, verify_against_torch
+from book.transformer.numerics import inference_times, verify_against_torch
+from book.transformer.reversal import DIGIT_OFFSET, VOCAB, attention_maps
 
 
 def tokens(batch, length, lengths=None, seed=0):

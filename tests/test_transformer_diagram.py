@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from book.transformer import Transformer, TransformerConfig
-from book.transformer_diagram import plot_transformer, sublayers
+from book.transformer.figures import plot_transformer, sublayers
+from book.transformer.model import Transformer, TransformerConfig
 
 matplotlib.use("Agg")
 

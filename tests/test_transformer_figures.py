@@ -4,14 +4,14 @@ import matplotlib
 import pandas as pd
 import torch
 
-from book.plots import (
+from book.transformer.figures import (
     plot_accuracy_by_length,
     plot_attention,
     plot_error_sweep,
     plot_reversal_loss,
 )
-from book.reversal import encode
-from book.transformer import BOS
+from book.transformer.model import BOS
+from book.transformer.reversal import encode
 
 matplotlib.use("Agg")
 

@@ -7,17 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from book.fp16_sweeps import (
-    FINITE,
-    NON_FINITE,
-    layer_norm_sweep,
-    magnitude_sweep,
-    precision_table,
-    textbook_layer_norm,
-)
-from book.reversal import DIGIT_OFFSET, VOCAB, ReversalTask
-from book.strict_fp16 import strict_fp16
-from book.transformer import (
+from book.transformer.model import (
     LayerNorm,
     MatMul,
     RangeError,
@@ -26,6 +16,16 @@ from book.transformer import (
     Transformer,
     TransformerConfig,
 )
+from book.transformer.numerics import (
+    FINITE,
+    NON_FINITE,
+    layer_norm_sweep,
+    magnitude_sweep,
+    precision_table,
+    textbook_layer_norm,
+)
+from book.transformer.reversal import DIGIT_OFFSET, VOCAB, ReversalTask
+from book.transformer.strict_fp16 import strict_fp16
 
 
 def rows(scale, n=8, seed=0):

@@ -6,10 +6,8 @@ import sympy
 import torch
 from torch import nn
 
-from book.opcount import OP_KINDS, count_ops, pytorch_flops
-from book.reversal import DIGIT_OFFSET, VOCAB
-from book.transformer import Linear, ScaledDotProductAttention, Transformer, TransformerConfig
-from book.transformer_ops import (
+from book.counting.counter import OP_KINDS, count_ops, pytorch_flops
+from book.transformer.costs import (
     BLOCKS,
     activation_bytes,
     block_of,
@@ -19,6 +17,8 @@ from book.transformer_ops import (
     saved_tensor_bytes,
     softmax_cost,
 )
+from book.transformer.model import Linear, ScaledDotProductAttention, Transformer, TransformerConfig
+from book.transformer.reversal import DIGIT_OFFSET, VOCAB
 
 CONFIG = TransformerConfig(VOCAB, VOCAB, max_len=16, dtype=torch.float32)
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from book.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC, LeNet5DSCFullFirst
-from book.opcount import count_ops
+from book.counting.counter import count_ops
+from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC, LeNet5DSCFullFirst
 
 MNIST = (1, 1, 28, 28)
 

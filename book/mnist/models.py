@@ -3,7 +3,7 @@
 Both nets take MNIST digits as ``[N, 1, 28, 28]`` tensors and return logits ``[N, 10]``.
 The 28x28 digit is zero-padded to the 32x32 input of LeCun et al. (1998) by the first
 convolution's ``padding=2``. The inputs are only scaled, never centred
-(:func:`book.training.normalise`), so a blank pixel is exactly 0 and those zeros are the same
+(:func:`book.mnist.training.normalise`), so a blank pixel is exactly 0 and those zeros are the same
 as a border of background.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checks import positive_float, positive_int
+from book.checks import positive_float, positive_int
 
 __all__ = ["DepthwiseSeparableConv2d", "LayerCall", "LeNet5", "LeNet5DSC",
            "LeNet5DSCFullFirst", "fold_depthwise_bias", "lecun_c3_table", "parameter_table",

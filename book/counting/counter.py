@@ -3,7 +3,7 @@
 :func:`count_ops` runs the model once and sees every aten operator it runs, the way
 ``torch.utils.flop_counter.FlopCounterMode`` does (a ``TorchDispatchMode``), whether the
 arithmetic sits in a layer, in a ``forward`` body (``x + y``, ``x * scale``, ``F.`` calls) or in
-a fused kernel. Each operator is counted by the table of :mod:`book.aten_costs` and attributed
+a fused kernel. Each operator is counted by the table of :mod:`book.counting.costs` and attributed
 to the innermost module that ran it, with forward hooks keeping the stack of running modules.
 An operator the table does not know raises :class:`UncountedOperationError` naming it and the
 module; so does a module holding parameters whose call ran no counted operator. Nothing is
@@ -18,14 +18,14 @@ convolution needs ``C_in/groups * K_h * K_w`` multiplications and one fewer addi
 layer with a bias (and of every addition of a bias parameter, the normalisations' ``beta``
 included). ``pooling=True`` counts a ``k x k`` average pool as ``k*k - 1`` additions and one
 multiplication (by ``1/k^2``) per output, a max pool as ``k*k - 1`` comparisons. ReLU counts
-zero. The conventions for every other operator are in :mod:`book.aten_costs`. All counts are
+zero. The conventions for every other operator are in :mod:`book.counting.costs`. All counts are
 for the whole batch of the forward pass; the model may live on the ``meta`` device, where
 only shapes are computed.
 
 A module type may instead be counted as one unit by a counter registered with
 :func:`register_counter`: such a counter takes precedence, and nothing inside the module is
 counted again. :func:`pytorch_flops` is PyTorch's own count; the closed forms are in
-:mod:`book.closed_forms` and Part d's maps in :mod:`book.separable_map`.
+:mod:`book.counting.closed_forms` and Part d's maps in :mod:`book.counting.separable_map`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,15 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from book.aten_costs import BIAS, COSTS, POOLING, ZERO_COST, Uncountable
 from book.checks import is_int
-from book.closed_forms import conv2d_ops, conv_output_size, int_tuple, linear_ops, pool2d_ops
+from book.counting.closed_forms import (
+    conv2d_ops,
+    conv_output_size,
+    int_tuple,
+    linear_ops,
+    pool2d_ops,
+)
+from book.counting.costs import BIAS, COSTS, POOLING, ZERO_COST, Uncountable
 
 __all__ = [
     "OP_KINDS",
@@ -68,7 +74,7 @@ _COUNTERS: dict[type, Counter] = {}
 
 
 class UncountedOperationError(RuntimeError):
-    """Arithmetic that would otherwise go uncounted: an operator :mod:`book.aten_costs` does
+    """Arithmetic that would otherwise go uncounted: an operator :mod:`book.counting.costs` does
     not know, or a module with parameters whose call counted nothing."""
 
 
@@ -128,7 +134,7 @@ class _Call:
 
 class _Trace:
     """The rows of one forward pass and the operators behind them. The cost functions of
-    :mod:`book.aten_costs` receive it as their context (``is_bias``, ``module``)."""
+    :mod:`book.counting.costs` receive it as their context (``is_bias``, ``module``)."""
 
     def __init__(self, model: nn.Module, bias: bool, pooling: bool) -> None:
         self.bias, self.pooling = bias, pooling
@@ -191,7 +197,7 @@ class _Trace:
         if has_parameters and not call.counted:
             raise UncountedOperationError(
                 f"{_label(call.name, module)} holds parameters but ran no counted operator; "
-                "register a counter for it with book.opcount.register_counter rather than "
+                "register a counter for it with book.counting.counter.register_counter rather than "
                 "count it as zero")
         if call.counted and self.stack:
             self.stack[-1].counted = True
@@ -204,10 +210,10 @@ class _Trace:
         if cost is None or call is None:
             where = _label(call.name, call.module) if call else "no module (a hook?)"
             raise UncountedOperationError(
-                f"{func} ran in {where}, and book.aten_costs has no cost for it. It is refused "
-                "rather than counted as zero: add its cost to book.aten_costs.COSTS (or, if it "
+                f"{func} ran in {where}, and book.counting.costs has no cost for it. It is refused "
+                "rather than counted as zero: add its cost to book.counting.costs.COSTS (or, if it "
                 "does no arithmetic, its name to ZERO_COST), or register a counter for the "
-                "module with book.opcount.register_counter")
+                "module with book.counting.counter.register_counter")
         out = func(*args, **kwargs)
         if cost is _MOVES:
             if args and self.is_bias(args[0]) and isinstance(out, torch.Tensor):
@@ -305,7 +311,7 @@ def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = F
     whose own ``forward`` ran arithmetic (a residual addition, a gating product), placed where
     that arithmetic began and holding it alone. A module called twice gives two rows.
 
-    Raises :class:`UncountedOperationError` for an operator that :mod:`book.aten_costs` does
+    Raises :class:`UncountedOperationError` for an operator that :mod:`book.counting.costs` does
     not know and for a module with parameters whose call counted nothing; ``ValueError`` for
     a bad ``inputs`` or a kernel larger than its padded input.
     """
@@ -319,7 +325,7 @@ def count_operators(model: nn.Module, inputs, *, bias: bool = False, pooling: bo
     """The operators behind :func:`count_ops`: one row per aten operator call and category of
     its cost (a fused attention kernel gives rows of products, elementwise arithmetic and
     softmax), with the columns ``layer``, ``kind``, ``operator`` (``aten.addmm``),
-    ``category`` (one of :data:`book.aten_costs.CATEGORIES`, ``"data movement"`` for the
+    ``category`` (one of :data:`book.counting.costs.CATEGORIES`, ``"data movement"`` for the
     zero-cost operators, ``"registered"`` for a registered counter's unit) and the
     :data:`OP_KINDS`. Summed over the rows, the counts are those of :func:`count_ops`."""
     import pandas as pd

@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import non_negative_int, positive_float, positive_int
-from .data import MD5, MNISTTensors
-from .hardware import default_device
-from .paths import RESULTS_DIR
-from .progress import Progress, bar
-from .runs import Run, code_digest
+from book.checks import non_negative_int, positive_float, positive_int
+from book.hardware import default_device
+from book.mnist.data import MD5, MNISTTensors
+from book.paths import RESULTS_DIR
+from book.progress import Progress, bar
+from book.runs import Run, code_digest
 
 __all__ = ["HISTORY_COLUMNS", "Split", "TrainConfig", "TrainResult", "confusion_matrix",
            "evaluate", "normalise", "predict", "run_identity", "shifted", "split", "train",

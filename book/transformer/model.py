@@ -8,8 +8,8 @@ feed-forward network (R14). Post-norm, as ``torch.nn.Transformer`` with ``norm_f
 and its final encoder and decoder LayerNorms, so :meth:`Transformer.load_torch_weights`
 reproduces PyTorch. No dropout, and the embeddings are not multiplied by ``sqrt(d_model)``.
 
-Bottom-up, as nanoGPT's ``model.py``: the leaf modules of :mod:`book.transformer_layers` do
-all the arithmetic (each counted by :mod:`book.transformer_ops`, so ``count_ops`` sees every
+Bottom-up, as nanoGPT's ``model.py``: the leaf modules of :mod:`book.transformer.layers` do
+all the arithmetic (each counted by :mod:`book.transformer.costs`, so ``count_ops`` sees every
 operation), containers built from the one :class:`TransformerConfig` only wire and reshape,
 then :class:`Transformer`.
 
@@ -18,7 +18,7 @@ What "16 bits" means here: every parameter, buffer, constant and activation has
 Matrix products and sums are PyTorch's: their running sums are float32 inside the kernel and
 rounded once, unless ``with book.strict_fp16.strict_fp16():`` keeps them in 16 bits too.
 A forward pass never returns inf or NaN silently: a step whose result cannot be represented
-raises :class:`~book.transformer_layers.RangeError` naming it and the magnitude.
+raises :class:`~book.transformer.layers.RangeError` naming it and the magnitude.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from book.checks import is_int, positive_int
-from book.transformer_layers import (
+from book.transformer.layers import (
     Add,
     ApplyMask,
     CausalMask,
@@ -100,7 +100,7 @@ class ScaledDotProductAttention(nn.Module):
     ``q``: ``[B, h, Lq, d_k]``, ``k`` and ``v``: ``[B, h, Lk, d_k]``, ``mask``: additive,
     broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. The factor ``1/sqrt(d_k)``
     is applied to Q before the product: the same number, ``Lq d_k`` multiplications instead
-    of ``Lq Lk``. :class:`~book.transformer_layers.Scores` returns the scores at a scale
+    of ``Lq Lk``. :class:`~book.transformer.layers.Scores` returns the scores at a scale
     16 bits can hold, and the exponent of that scale, which the softmax undoes.
     """
 

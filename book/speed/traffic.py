@@ -13,7 +13,7 @@ larger (an input too big for the cache is read again for every output channel) o
 previous layer's output may still sit in the cache); the compulsory traffic is the amount no
 implementation can avoid, the one a roofline places a layer by.
 
-Per call of a module, as :func:`book.opcount.count_ops` makes its rows: *inputs* are the
+Per call of a module, as :func:`book.counting.counter.count_ops` makes its rows: *inputs* are the
 tensors among the call's arguments, *weights* the module's parameters and floating-point
 buffers (each once), *outputs* the tensors it returns. An in-place activation reads and writes
 the same tensor, and both count: a pass over it reads every byte and writes every byte. The
@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from book.opcount import OP_KINDS, count_ops, registered_counter
+from book.counting.counter import OP_KINDS, count_ops, registered_counter
 
 __all__ = ["TRAFFIC_COLUMNS", "count_traffic"]
 
@@ -58,14 +58,15 @@ def _weight_bytes(module: nn.Module) -> int:
 
 def count_traffic(model: nn.Module, inputs, *, bias: bool = False,
                   pooling: bool = False) -> pd.DataFrame:
-    """:func:`book.opcount.count_ops`'s table, one row per layer call, with the compulsory
+    """:func:`book.counting.counter.count_ops`'s table, one row per layer call, with the compulsory
     traffic of each call beside its operations.
 
     Added columns: :data:`TRAFFIC_COLUMNS` (bytes of the inputs read, the weights and buffers
     read, the outputs written), ``bytes`` (their sum), ``ops`` (the sum of the
-    :data:`book.opcount.OP_KINDS` counted with ``bias`` and ``pooling`` as in ``count_ops``)
-    and ``intensity`` (``ops / bytes``, operations per byte). ``inputs`` as in ``count_ops``;
-    a shape gives a zero tensor of the model's dtype, so a float32 model gives float32 bytes.
+    :data:`~book.counting.counter.OP_KINDS` counted with ``bias`` and ``pooling`` as in
+    ``count_ops``) and ``intensity`` (``ops / bytes``, operations per byte).
+    ``inputs`` as in ``count_ops``; a shape gives a zero tensor of the model's dtype, so a
+    float32 model gives float32 bytes.
     Raises ``ValueError`` for a row of a container's own arithmetic (see the module
     docstring).
     """
@@ -106,7 +107,8 @@ def count_traffic(model: nn.Module, inputs, *, bias: bool = False,
             raise ValueError(
                 f"layer {layer!r} ({type(module).__name__}) does arithmetic in its own forward; "
                 "its traffic is not counted (the call's inputs and outputs are the whole "
-                "block's). Register a counter for it with book.opcount.register_counter to "
+                "block's). Register a counter for it with "
+                 "book.counting.counter.register_counter to "
                 "count it as one unit")
         traffic.append((read, _weight_bytes(module), written))
     table[list(TRAFFIC_COLUMNS)] = pd.DataFrame(traffic, index=table.index, dtype="int64")

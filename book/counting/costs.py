@@ -1,4 +1,4 @@
-"""What each aten operator costs: the table that :func:`book.opcount.count_ops` reads.
+"""What each aten operator costs: the table that :func:`book.counting.counter.count_ops` reads.
 
 PyTorch runs every network, however its ``forward`` is written (modules, ``F.`` calls, ``x +
 y``, fused kernels), as a sequence of aten operators. Each operator here is either

@@ -20,12 +20,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from book import strict_fp16, transformer, transformer_layers
 from book.checks import positive_float, positive_int
 from book.hardware import default_device, dtype_label
 from book.paths import RESULTS_DIR
 from book.runs import Run, code_digest
-from book.transformer import BOS, EOS, PAD, Softmax, Transformer, TransformerConfig
+from book.transformer import layers, strict_fp16
+from book.transformer import model as transformer_model
+from book.transformer.model import BOS, EOS, PAD, Softmax, Transformer, TransformerConfig
 
 __all__ = [
     "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "accuracy_by_length",
@@ -153,7 +154,7 @@ def training_run(task: ReversalTask = ReversalTask(), config: ReversalConfig = R
     model = task.model_config(torch.float32)
     identity = {"task": asdict(task), "config": asdict(config),
                 "model": asdict(model) | {"dtype": dtype_label(model.dtype)},
-                "model_code": code_digest(transformer, transformer_layers, strict_fp16),
+                "model_code": code_digest(transformer_model, layers, strict_fp16),
                 "training_code": code_digest(ReversalTask, ReversalConfig, _initial_model,
                                              train_reversal, held_out_loss)}
     return Run(name, identity, results_dir, retrain=retrain)

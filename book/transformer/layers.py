@@ -2,9 +2,9 @@
 
 Each module does one step of the earlier report's equations, numbered there (10) to (17) and
 cited here as "(R10)" to "(R17)": they are that report's numbers, not the assignment's. Each
-is counted as one unit by :mod:`book.transformer_ops`. Three rules hold for all of them:
+is counted as one unit by :mod:`book.transformer.costs`. Three rules hold for all of them:
 
-- Matrix products and sums go through :mod:`book.strict_fp16`, so that
+- Matrix products and sums go through :mod:`book.transformer.strict_fp16`, so that
   ``with strict_fp16():`` keeps their running sums in 16 bits too; constants are buffers in
   the model's dtype (rounded to 16 bits once), not Python floats that would enter the
   arithmetic at float32 precision.
@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from book.strict_fp16 import linear, matmul, row_mean, row_sum
+from book.transformer.strict_fp16 import linear, matmul, row_mean, row_sum
 
 __all__ = ["Add", "ApplyMask", "CausalMask", "KeyPaddingMask", "LayerNorm", "Linear", "MatMul",
            "PositionalEncoding", "RangeError", "Scale", "Scores", "Softmax", "TokenEmbedding",
@@ -41,7 +41,7 @@ class RangeError(OverflowError):
 
 
 def step_name(module: nn.Module) -> str:
-    """The module's name in its model (set by :class:`book.transformer.Transformer`), else its
+    """The module's name in its model (set by :class:`book.transformer.model.Transformer`), else its
     class name."""
     return getattr(module, "qualified_name", "") or type(module).__name__
 
@@ -132,7 +132,7 @@ class Scale(nn.Module):
 
 
 class Linear(nn.Linear):
-    """``x W^T + b`` through :func:`book.strict_fp16.linear`, checked for overflow."""
+    """``x W^T + b`` through :func:`book.transformer.strict_fp16.linear`, checked for overflow."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return checked(self, linear(x, self.weight, self.bias), x)

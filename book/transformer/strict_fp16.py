@@ -10,7 +10,7 @@ running sum in float32 registers and round only the final sum. A sum of 1 and te
 back to 1. By default the model computes as PyTorch does.
 
 ``with strict_fp16(block=b):`` switches the functions below (which every layer of
-:mod:`book.transformer_layers` uses) to a running sum kept in the operands' 16-bit dtype, so
+:mod:`book.transformer.layers` uses) to a running sum kept in the operands' 16-bit dtype, so
 that "all intermediate operations in 16 bits" holds literally for the sums too. A sum of
 ``K`` terms (a dot product of length ``K``, or a reduction over ``K`` values) is taken in
 blocks of ``b`` consecutive terms: each block's terms are summed in float32, added to the

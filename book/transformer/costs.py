@@ -2,11 +2,11 @@
 
 Each operation's cost is written once, as a function of its shape (:func:`dot_products`,
 :func:`linear_cost`, :func:`softmax_cost`, :func:`layer_norm_cost`), and used twice: by the
-counters registered here with :func:`book.opcount.register_counter`, which ``count_ops``
+counters registered here with :func:`book.counting.counter.register_counter`, which ``count_ops``
 calls with the shapes one forward pass produced, and by :func:`closed_form_counts`, which
 adds them up from the lengths ``S`` and ``T`` (ints, or sympy symbols for the polynomials).
 Importing this module registers the counters; ``count_ops`` refuses a Transformer without
-them. Conventions are :mod:`book.opcount`'s: a dot product of length ``n`` costs ``n``
+them. Conventions are :mod:`book.counting.counter`'s: a dot product of length ``n`` costs ``n``
 multiplications and ``n - 1`` additions; ``bias=True`` adds one addition per output of a
 biased layer (and LayerNorm's beta); activations (ReLU) count zero.
 """
@@ -19,9 +19,9 @@ import weakref
 import pandas as pd
 import torch
 
-from book import transformer_layers as layers
-from book.opcount import OP_KINDS, register_counter
-from book.transformer import Transformer, TransformerConfig
+from book.counting.counter import OP_KINDS, register_counter
+from book.transformer import layers
+from book.transformer.model import Transformer, TransformerConfig
 
 __all__ = [
     "BLOCKS", "activation_bytes", "block_of", "closed_form_counts", "count_additions",
@@ -48,7 +48,7 @@ def dot_products(count, length) -> dict:
 
 def linear_cost(rows, fan_in, fan_out, bias: bool) -> dict:
     """``nn.Linear(fan_in, fan_out)`` on ``rows`` rows: a dot product per output, and with
-    ``bias`` one addition more (as :func:`book.opcount.linear_ops`, but ``rows`` may be a
+    ``bias`` one addition more (as :func:`book.counting.counter.linear_ops`, but ``rows`` may be a
     symbol)."""
     cost = dot_products(rows * fan_out, fan_in)
     cost["adds"] += rows * fan_out * int(bias)
@@ -56,7 +56,7 @@ def linear_cost(rows, fan_in, fan_out, bias: bool) -> dict:
 
 
 def scores_cost(heads_rows, lk, d_k, q_size, k_size) -> dict:
-    """:class:`~book.transformer_layers.Scores`: ``heads_rows`` rows of ``lk`` dot products of
+    """:class:`~book.transformer.layers.Scores`: ``heads_rows`` rows of ``lk`` dot products of
     length ``d_k``, and the largest magnitudes of ``q`` and ``k`` (``q_size - 1`` and
     ``k_size - 1`` comparisons over their elements) that choose the scale."""
     cost = dot_products(heads_rows * lk, d_k)
@@ -65,7 +65,7 @@ def scores_cost(heads_rows, lk, d_k, q_size, k_size) -> dict:
 
 
 def softmax_cost(rows, n) -> dict:
-    """:class:`~book.transformer_layers.Softmax` over ``rows`` rows of ``n`` scores, per row:
+    """:class:`~book.transformer.layers.Softmax` over ``rows`` rows of ``n`` scores, per row:
     the maximum (``n - 1`` comparisons) and two guards, ``n`` subtractions, ``n``
     exponentials, the sum (``n - 1`` additions) and ``n`` divisions."""
     return {"comparisons": rows * (n + 1), "adds": rows * (2 * n - 1), "exps": rows * n,
@@ -73,7 +73,7 @@ def softmax_cost(rows, n) -> dict:
 
 
 def layer_norm_cost(rows, d, bias: bool) -> dict:
-    """:class:`~book.transformer_layers.LayerNorm` over ``rows`` rows of ``d`` entries, as the
+    """:class:`~book.transformer.layers.LayerNorm` over ``rows`` rows of ``d`` entries, as the
     comments of its ``forward`` itemise; beta's ``d`` additions only with ``bias``."""
     return {"comparisons": rows * 2 * d, "mults": rows * (3 * d + 3),
             "adds": rows * (3 * d - 1 + d * int(bias)), "divs": rows * (2 * d + 3),
@@ -180,7 +180,7 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
 
     ``S`` and ``T`` (source and target lengths) may be ints or sympy symbols. Returns
     ``{block: {kind: count}}`` for the :data:`BLOCKS`, with the kinds of
-    ``book.opcount.OP_KINDS`` plus ``activations`` (elements of every module output). Each
+    ``book.counting.counter.OP_KINDS`` plus ``activations`` (elements of every module output). Each
     operation costs what the functions above say, the same ones the counters use: a linear
     layer or a matrix product a dot product per output element, softmax and LayerNorm what
     their modules' comments itemise.

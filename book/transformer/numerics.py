@@ -1,5 +1,9 @@
-"""Where 16-bit arithmetic breaks, measured: the sweeps and the precision table of chapter 5.
+"""The Transformer in 16 bits, measured: against PyTorch, how fast, and where it breaks.
 
+- :func:`verify_against_torch`: our encoder-decoder core against ``torch.nn.Transformer``
+  (same weights, masks and inputs, :func:`torch_reference`) in each dtype, against PyTorch in
+  float32; :func:`inference_times` times one forward pass of the same weights in each dtype;
+  :func:`cpu_16bit_support` says which 16-bit formats this CPU has instructions for.
 - :func:`magnitude_sweep`: embedded inputs of growing standard deviation through the
   encoder-decoder core, in float16: ours, PyTorch's two float16 paths and the textbook
   formulas, each against float64 with the same (float16) weights and inputs.
@@ -22,10 +26,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from book.hardware import dtype_label
-from book.reversal import ReversalTask, exact_match
-from book.strict_fp16 import strict_fp16
-from book.transformer import (
+from book.hardware import cpu_flags, dtype_label
+from book.timing import benchmark_module
+from book.transformer.model import (
+    DTYPES,
+    PAD,
     LayerNorm,
     RangeError,
     Scale,
@@ -34,11 +39,133 @@ from book.transformer import (
     Transformer,
     TransformerConfig,
 )
-from book.transformer_dtypes import torch_reference
+from book.transformer.reversal import ReversalTask, exact_match
+from book.transformer.strict_fp16 import strict_fp16
 
-__all__ = ["TextbookLayerNorm", "TextbookScores", "TextbookSoftmax", "first_failure",
-           "layer_norm_sweep", "magnitude_sweep", "precision_table", "textbook_layer_norm",
-           "textbook_model"]
+__all__ = [
+    "CPU_16BIT_FLAGS",
+    "TextbookLayerNorm",
+    "TextbookScores",
+    "TextbookSoftmax",
+    "cpu_16bit_support",
+    "first_failure",
+    "inference_times",
+    "layer_norm_sweep",
+    "magnitude_sweep",
+    "precision_table",
+    "textbook_layer_norm",
+    "textbook_model",
+    "torch_reference",
+    "verify_against_torch",
+]
+
+# The x86 flags (/proc/cpuinfo) of instructions that compute on each 16-bit format: dot
+# products with float32 accumulation (AVX-512 BF16, AMX) or arithmetic in it (AVX-512 FP16).
+CPU_16BIT_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"),
+                   "float16": ("avx512_fp16", "amx_fp16")}
+
+
+def cpu_16bit_support(flags: frozenset[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """For ``bfloat16`` and ``float16``, the flags of :data:`CPU_16BIT_FLAGS` this CPU has
+    (``flags``: those of :func:`book.hardware.cpu_flags` unless given); empty: none."""
+    flags = cpu_flags() if flags is None else flags
+    return {fmt: tuple(f for f in wanted if f in flags) for fmt, wanted in CPU_16BIT_FLAGS.items()}
+
+
+def torch_reference(seed: int = 0, d_ff: int = 1024) -> nn.Transformer:
+    """``nn.Transformer(256, 8, 1, 1, d_ff, dropout=0, batch_first=True)`` in eval mode, the
+    same for the same seed, computing every position (no nested tensors, which would zero
+    the padded ones and warn)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
+                             dim_feedforward=d_ff, dropout=0.0, batch_first=True).eval()
+    ref.encoder.use_nested_tensor = False
+    return ref
+
+
+def _with_torch_layer_norms(model: Transformer) -> Transformer:
+    """A copy of ``model`` whose LayerNorms are ``nn.LayerNorm`` with the same weights.
+
+    PyTorch's fp16 LayerNorm kernel computes mean and variance in float32 internally; the
+    copy shows how much of our fp16 error comes from doing them in fp16.
+    """
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LayerNorm):
+            ln = nn.LayerNorm(module.weight.shape[0], eps=module.eps, dtype=module.weight.dtype)
+            ln.load_state_dict(module.state_dict())
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, ln)
+    return model
+
+
+@torch.no_grad()
+def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
+                         dtypes: tuple[torch.dtype, ...] = DTYPES) -> pd.DataFrame:
+    """Ours and ``nn.Transformer`` with the same weights, masks and inputs.
+
+    Random inputs ``src_x [batch, S, 256]``, ``tgt_x [batch, T, 256]`` with some padding, a
+    causal target mask; the reference is PyTorch in float32. For each dtype, the largest and
+    mean absolute deviation of PyTorch's and of our encoder-decoder output (padded target
+    positions included) from that reference, and of ours with PyTorch's LayerNorm kernel.
+    """
+    g = torch.Generator().manual_seed(seed)
+    ref = torch_reference(seed)
+    src_x = torch.randn(batch, S, 256, generator=g)
+    tgt_x = torch.randn(batch, T, 256, generator=g)
+    # token ids only to place the padding: lengths in [1, L], so no row is all padding
+    src_len = torch.randint(1, S + 1, (batch,), generator=g)
+    tgt_len = torch.randint(1, T + 1, (batch,), generator=g)
+    src_tok = torch.where(torch.arange(S) < src_len[:, None], PAD + 1, PAD)  # (batch, S)
+    tgt_tok = torch.where(torch.arange(T) < tgt_len[:, None], PAD + 1, PAD)
+    src_pad, tgt_pad = src_tok == PAD, tgt_tok == PAD
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+
+    def torch_out(dtype):
+        r = copy.deepcopy(ref).to(dtype)
+        return r(src_x.to(dtype), tgt_x.to(dtype), tgt_mask=causal, src_key_padding_mask=src_pad,
+                 tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+
+    reference = torch_out(torch.float32).double()
+    config = TransformerConfig(10, 10, dtype=torch.float32)
+    rows = []
+    for dtype in dtypes:
+        ours = Transformer(config).load_torch_weights(ref).to(dtype).eval()
+        masks = ours.src_pad(src_tok), ours.causal(ours.tgt_pad(tgt_tok))
+        for who, model in (("PyTorch", None), ("ours", ours),
+                           ("ours with nn.LayerNorm", _with_torch_layer_norms(ours))):
+            out = torch_out(dtype) if model is None else model.core(src_x.to(dtype),
+                                                                    tgt_x.to(dtype), *masks)
+            if out.dtype != dtype:
+                raise RuntimeError(f"{who} returned {out.dtype} for {dtype}")
+            error = (out.double() - reference).abs()
+            rows.append((dtype_label(dtype), who, error.max().item(), error.mean().item()))
+    return pd.DataFrame(rows, columns=["dtype", "model", "max_abs_error", "mean_abs_error"])
+
+
+def inference_times(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
+                    dtypes: tuple[torch.dtype, ...] = DTYPES,
+                    min_run_time: float = 0.5) -> pd.DataFrame:
+    """Median time of one teacher-forced forward pass ``model(src, tgt)`` in each dtype.
+
+    Uses ``torch.utils.benchmark`` (median over its measurements) on the model's device,
+    with copies of the same weights cast to each dtype (``model`` is left as it is); the
+    ratio column is relative to float32.
+    """
+    benchmark = benchmark_module()
+    rows = []
+    for dtype in dtypes:
+        m = copy.deepcopy(model).to(dtype).eval()
+        timer = benchmark.Timer(stmt="with torch.no_grad(): m(src, tgt)",
+                                globals={"m": m, "src": src, "tgt": tgt, "torch": torch})
+        rows.append((dtype_label(dtype),
+                     timer.blocked_autorange(min_run_time=min_run_time).median * 1e3))
+    df = pd.DataFrame(rows, columns=["dtype", "median_ms"]).set_index("dtype")
+    if "float32" in df.index:
+        df["vs_float32"] = df["median_ms"] / df.loc["float32", "median_ms"]
+    return df
+
 
 FINITE, NON_FINITE, RAISED = "finite", "inf or NaN returned", "RangeError raised"
 
@@ -92,7 +219,7 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9,
                     seed: int = 0) -> pd.DataFrame:
     """The float16 core on embedded inputs ``sigma * N(0, 1)``, against float64.
 
-    ``nn.Transformer``'s weights (:func:`~book.transformer_dtypes.torch_reference`) rounded to
+    ``nn.Transformer``'s weights (:func:`~book.transformer.numerics.torch_reference`) rounded to
     float16 serve everyone; the inputs are rounded to float16 too, and the float64 reference
     computes on exactly those numbers, so an error is the arithmetic's alone. A causal
     target mask and no padding (which keeps PyTorch's fused path open). Rows: ``sigma``,
@@ -181,7 +308,7 @@ def precision_table(model: Transformer, task: ReversalTask, src_test: torch.Tens
     ``max_abs_error`` and ``mean_abs_error``: of the logits of ``n_random`` fresh random
     sequences of the task (teacher-forced, padding positions left out), against the same
     weights in float64; ``exact_match``: greedy decoding of the held-out ``src_test`` in that
-    precision, as :func:`book.reversal.exact_match`.
+    precision, as :func:`book.transformer.reversal.exact_match`.
     """
     g = torch.Generator().manual_seed(seed)
     src, tgt = task.tensors(task.sample(n_random, g))
