@@ -3,7 +3,7 @@
     python benchmarks/bench_separable.py [--rounds N] [--threads N]
 
 Untrained nets (speed does not depend on the weights), channels-last as the book runs them.
-Everything is timed interleaved (A, B, A, B, ...; book.timing.interleaved_seconds) and each
+Everything is timed interleaved (A, B, A, B, ...; book.speed.timing.interleaved_seconds) and each
 net's speed-up over LeNet-5 is the median of the round-by-round ratios, with their range, so
 a busy spell of a shared machine falls on both sides of every ratio. Then this machine's
 roofs and every layer of LeNet-5 and LeNet-5 DSC under them (book.speed.roofline).
@@ -18,7 +18,7 @@ import torch
 from book.counting.counter import count_ops
 from book.mnist.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
 from book.speed.roofline import layer_rates, measure_roofs
-from book.timing import forward_seconds, threads
+from book.speed.timing import forward_seconds, threads
 
 NETS = {"LeNet-5": LeNet5, "LeNet-5 DSC": LeNet5DSC, "DSC, regular c1": LeNet5DSCFullFirst,
         "DSC x2": lambda: LeNet5DSC(width=2), "DSC x3": lambda: LeNet5DSC(width=3)}

@@ -19,7 +19,7 @@ import platform
 import torch
 
 from book.hardware import default_device, dtype_label
-from book.timing import benchmark_module
+from book.speed.timing import benchmark_module
 from book.transformer.model import DTYPES, Transformer
 from book.transformer.numerics import cpu_16bit_support, inference_times
 from book.transformer.reversal import ReversalTask, training_run

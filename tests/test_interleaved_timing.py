@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from book.timing import forward_seconds, interleaved_seconds, spread, threads
+from book.speed.timing import forward_seconds, interleaved_seconds, spread, threads
 
 
 def test_rounds_alternate_the_order_of_the_contenders():

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from book.timing import median_seconds
+from book.speed.timing import median_seconds
 
 
 def test_median_tracks_the_work_done():

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from book.checks import positive_int
+from book.speed.timing import interleaved_seconds, spread
 from book.speed.traffic import count_traffic
-from book.timing import interleaved_seconds, spread
 
 __all__ = ["Roofs", "layer_calls", "layer_rates", "layer_seconds", "measure_roofs"]
 
@@ -61,7 +61,7 @@ def measure_roofs(matmul_size: int = 512, copy_bytes: int = 256 * 2**20, *, roun
     1 MiB matrices stay in the cache, so memory does not enter) and small enough that a block
     of products fits between two interruptions of a busy machine. The bandwidth: copies of a
     ``copy_bytes`` float32 tensor, far larger than any cache (each reads and writes
-    ``copy_bytes``). Both timed interleaved (:func:`book.timing.interleaved_seconds`), and
+    ``copy_bytes``). Both timed interleaved (:func:`book.speed.timing.interleaved_seconds`), and
     the best of the ``rounds`` is kept for each: a roof is what the machine can reach.
     """
     n = positive_int("matmul_size", matmul_size)
@@ -110,10 +110,10 @@ def layer_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module,
 def layer_seconds(models: Mapping[str, nn.Module], x: torch.Tensor, *, rounds: int = 7,
                   block_seconds: float = 0.02) -> pd.DataFrame:
     """Seconds of every layer call of every model of ``models`` on the input it sees in a
-    forward pass of ``x``, all timed interleaved (:func:`book.timing.interleaved_seconds`):
+    forward pass of ``x``, all timed interleaved (:func:`book.speed.timing.interleaved_seconds`):
     each round runs every call of every model once, so the nets share the machine's slow and
     fast spells. One row per call, in the order of :func:`layer_calls`, with the columns
-    ``net``, ``layer`` and the :func:`book.timing.spread` of the rounds (seconds)."""
+    ``net``, ``layer`` and the :func:`book.speed.timing.spread` of the rounds (seconds)."""
     fns, keys = {}, []
     with torch.inference_mode():
         for net, model in models.items():

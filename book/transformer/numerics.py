@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from book.hardware import cpu_flags, dtype_label
-from book.timing import benchmark_module
+from book.speed.timing import benchmark_module
 from book.transformer.model import (
     DTYPES,
     PAD,
