@@ -13,8 +13,9 @@ Grouped by the chapter whose question it answers (``CONTRIBUTING.md`` lists ever
 
 Shared at the top: :mod:`book.paths`, :mod:`book.checks`, :mod:`book.hardware`,
 :mod:`book.formatting`, :mod:`book.progress`, :mod:`book.inspection` (hooks and modes during a
-forward pass) and :mod:`book.runs` (the one resumable-run protocol and its atomic files). A sub-package imports only the shared modules and,
-where a chapter builds on another, a sibling; no shared module imports a sub-package.
+forward pass) and :mod:`book.runs` (the one resumable-run protocol and its atomic files).
+A sub-package imports only the shared modules and, where a chapter builds on another, a
+sibling; no shared module imports a sub-package.
 """
 
 from book.paths import DATA_DIR, RESULTS_DIR, ROOT
