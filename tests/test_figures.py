@@ -36,6 +36,17 @@ def test_curves_show_train_validation_test_and_the_kept_epoch():
     assert "a, kept epoch" in labels and "b, validation" in labels
 
 
+def test_the_accuracy_panel_is_labelled_in_accuracy_with_higher_accuracy_up():
+    fig = plot_curves({"a": history(6)})
+    ax_acc = fig.axes[1]
+    fig.canvas.draw()
+    bottom, top = ax_acc.get_ylim()
+    assert bottom > top  # error grows downwards: 99.5% sits above 99%
+    formatter = ax_acc.yaxis.get_major_formatter()
+    assert formatter(0.5, 0) == "99.5" and formatter(10, 0) == "90"
+    assert ax_acc.get_ylabel() == "accuracy (%)" and ax_acc.get_title().startswith("Accuracy")
+
+
 def test_curves_without_kept_epochs_have_no_markers():
     fig = plot_curves({"a": history(3)})
     assert not [line for ax in fig.axes for line in ax.lines if line.get_marker() == "o"]

@@ -159,8 +159,11 @@ def _arrow(ax, x: float, top: float, bottom: float, label: str) -> None:
 
 def plot_curves(histories: Mapping[str, pd.DataFrame],
                 best_epochs: Mapping[str, int] | None = None) -> Figure:
-    """Loss and error rate against epochs for one or more runs, side by side, both on log axes
-    (so that 0.6% and 1.2% error stay visibly apart).
+    """Loss and accuracy against epochs for one or more runs, side by side.
+
+    Both axes are logarithmic in what is left to gain: the loss itself, and the error
+    ``100 - accuracy`` (%), drawn upside down and labelled in accuracy, so higher is better and
+    99.4% and 98.8% stay visibly apart.
 
     ``histories`` maps a label to a history from :func:`book.mnist.training.train`; ``best_epochs``
     (same labels, optional) marks the epoch whose weights were kept. Train solid, validation
@@ -182,11 +185,13 @@ def plot_curves(histories: Mapping[str, pd.DataFrame],
                 ax.plot(best["epoch"], y, "o", color=colour, ms=7, mfc="white", mew=1.6,
                         label=f"{label}, kept epoch" if ax is ax_loss else None)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="Loss")
-    ax_err.set(xlabel="epoch", ylabel="error rate (%) = 100 − accuracy", yscale="log",
-               title="Error rate")
-    for ax in (ax_loss, ax_err):
+    ax_err.set(xlabel="epoch", ylabel="accuracy (%)", yscale="log",
+               title="Accuracy (log scale of 100 − accuracy)")
+    ax_err.invert_yaxis()
+    for ax, label in ((ax_loss, "%g"), (ax_err, None)):
         ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
-        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter(label) if label else
+                                     ticker.FuncFormatter(lambda err, _: f"{100 - err:g}"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.grid(alpha=0.3, which="both")
         ax.xaxis.get_major_locator().set_params(integer=True)
