@@ -1,12 +1,17 @@
-"""Numbers as the prose writes them: scientific notation for MyST math, and integers with
-thousands separators in the tables shown next to the prose."""
+"""Numbers as the prose writes them: scientific notation for MyST math, integers with
+thousands separators in the tables shown next to the prose, one way to write a table cell
+(:func:`readable`), and one call to hand a chapter's numbers to its text (:func:`glue_numbers`)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Real
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["latex_sci", "with_separators"]
+__all__ = ["glue_numbers", "latex_sci", "readable", "with_separators"]
 
 
 def mantissa_exponent(value: float, digits: int) -> tuple[str, int]:
@@ -34,3 +39,33 @@ def with_separators(table: pd.DataFrame) -> pd.DataFrame:
     are the index and the column names; ``table`` itself is not modified, so the numbers can
     still be computed with."""
     return table.map(_separated)
+
+
+def readable(value: Any, missing: str = "none") -> str:
+    """One table cell as the prose writes it: ``missing`` for None or NaN, "yes"/"no" for a
+    bool, an integral number with thousands separators (``60000.0`` -> ``"60,000"``), any other
+    number in its shortest form (``0.001`` -> ``"0.001"``), anything else as ``str``."""
+    if value is None or (isinstance(value, Real) and not isinstance(value, bool)
+                         and np.isnan(float(value))):
+        return missing
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, Real):
+        return f"{int(value):,}" if float(value).is_integer() else f"{float(value):g}"
+    return str(value)
+
+
+def glue_numbers(values: Mapping[str, Any]) -> None:
+    """Glue every ``key: value`` of ``values`` for the text (myst-nb's ``glue`` with
+    ``display=False``), where a chapter's markdown pastes them with ``{glue:text}`key```.
+
+    A value that is NaN or infinite is refused, naming its key: a number the text quotes is never
+    a silent NaN."""
+    from myst_nb import glue  # only where a notebook pastes: the package imports without it
+
+    for key, value in values.items():
+        number = isinstance(value, Real) and not isinstance(value, bool)
+        if number and not np.isfinite(float(value)):
+            raise ValueError(f"glue_numbers: {key!r} is {value}; a number for the text must be "
+                             "finite: check the computation that produced it")
+        glue(key, value, display=False)

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from book.formatting import latex_sci, with_separators
+from book.formatting import glue_numbers, latex_sci, readable, with_separators
 
 
 def test_with_separators_writes_integers_with_commas_and_leaves_floats_alone():
@@ -30,3 +31,20 @@ def test_with_separators_returns_a_copy_and_keeps_the_numbers_of_the_table():
 
 def test_scientific_notation_for_math():
     assert latex_sci(1.234e-6) == "$1.2\\times10^{-6}$"
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "none"), (float("nan"), "none"), (True, "yes"), (np.False_, "no"), (60000, "60,000"),
+    (60000.0, "60,000"), (np.int64(1234), "1,234"), (0.001, "0.001"), (2.5e-4, "0.00025"),
+    ("adam", "adam")])
+def test_readable_writes_a_cell_as_the_prose_does(value, shown):
+    assert readable(value) == shown
+
+
+def test_readable_names_what_is_missing_in_the_table_s_own_word():
+    assert readable(None, missing="never") == "never"
+
+
+def test_glue_numbers_refuses_a_nan_naming_its_key():
+    with pytest.raises(ValueError, match="'acc_pct' is nan"):
+        glue_numbers({"acc_pct": float("nan")})
