@@ -30,8 +30,9 @@ def test_rounds_alternate_the_order_of_the_contenders():
 def test_the_times_are_seconds_per_call_of_each_contender():
     times = interleaved_seconds({"idle": lambda: None, "sleep": lambda: time.sleep(0.003)},
                                 rounds=3, block_seconds=0.01)
-    assert (times["idle"] < 0.001).all()
-    assert (times["sleep"] > 0.0025).all() and (times["sleep"] < 0.05).all()
+    # a sleep lasts at least as long as asked, however busy the machine; no upper bound holds
+    assert (times["sleep"] >= 0.003).all()
+    assert (times["idle"] < times["sleep"]).all()
 
 
 def test_spread_gives_median_quartiles_and_range_per_column():

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from book.checks import positive_int
+from book.inspection import eval_mode, forward_hooks
 from book.speed.timing import interleaved_seconds, spread
 from book.speed.traffic import count_traffic
 
@@ -83,10 +84,11 @@ def measure_roofs(matmul_size: int = 512, copy_bytes: int = 256 * 2**20, *, roun
 
 @torch.no_grad()
 def layer_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple]]:
-    """Every call of a module without children in one forward pass of ``x`` (eval mode), in
-    order, with a copy of the arguments it received: ``(name, module, args)``. These are the
-    rows of :func:`~book.counting.counter.count_ops` for a model whose arithmetic is all in
-    such modules (LeNet-5 and its variants); a shared module called four times gives four calls."""
+    """Every call of a module without children in one forward pass of ``x`` (in eval mode; the
+    model's modes are restored afterwards), in order, with a copy of the arguments it received:
+    ``(name, module, args)``. These are the rows of :func:`~book.counting.counter.count_ops`
+    for a model whose arithmetic is all in such modules (LeNet-5 and its variants); a shared
+    module called four times gives four calls."""
     calls = []
 
     def record(name: str):
@@ -97,13 +99,8 @@ def layer_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module,
         return hook
 
     leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
-    handles = [m.register_forward_pre_hook(record(n)) for n, m in leaves]
-    model.eval()
-    try:
+    with eval_mode(model), forward_hooks([(m, record(n)) for n, m in leaves], pre=True):
         model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
     return calls
 
 

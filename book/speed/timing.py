@@ -1,4 +1,4 @@
-"""Wall-clock timing: the median of repeated measurements, and interleaved comparisons.
+"""Wall-clock timing: interleaved comparisons of repeated measurements, and their spread.
 
 On a shared machine the speed of the CPU changes from second to second. Timing one network
 for a second and then another for a second compares two different machines;
@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 
 from book.checks import positive_float, positive_int
+from book.inspection import eval_mode
 
-__all__ = ["benchmark_module", "forward_seconds", "interleaved_seconds", "median_seconds",
-           "spread", "threads"]
+__all__ = ["benchmark_module", "forward_seconds", "interleaved_seconds", "spread", "threads"]
 
 
 def benchmark_module():
@@ -35,18 +35,6 @@ def benchmark_module():
         logger.setLevel(level)
     return benchmark
 
-
-def median_seconds(fn: Callable[[], object], min_run_time: float = 1.0) -> float:
-    """Median seconds per call of ``fn()``, from blocks of calls run for ``min_run_time`` s.
-
-    ``torch.utils.benchmark`` synchronises CUDA around each block and uses the current number
-    of threads, so CPU and GPU timings are comparable with the rest of the book.
-    """
-    if min_run_time <= 0:
-        raise ValueError(f"min_run_time must be positive, got {min_run_time!r}")
-    timer = benchmark_module().Timer(stmt="fn()", globals={"fn": fn},
-                               num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def _block(fn: Callable[[], object], number: int) -> float:
@@ -95,16 +83,9 @@ def forward_seconds(models: Mapping[str, torch.nn.Module], x: torch.Tensor, *,
     """Seconds per forward pass of ``x`` through each model of ``models`` (eval mode,
     inference mode), timed interleaved by :func:`interleaved_seconds`: one row per round, one
     column per model. The models keep their training flags afterwards."""
-    training = {m: m.training for model in models.values() for m in model.modules()}
     fns = {name: (lambda model=model: model(x)) for name, model in models.items()}
-    try:
-        for model in models.values():
-            model.eval()
-        with torch.inference_mode():
-            return interleaved_seconds(fns, rounds=rounds, block_seconds=block_seconds)
-    finally:
-        for module, mode in training.items():
-            module.training = mode
+    with eval_mode(*models.values()), torch.inference_mode():
+        return interleaved_seconds(fns, rounds=rounds, block_seconds=block_seconds)
 
 
 def spread(seconds: pd.DataFrame) -> pd.DataFrame:
