@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from book.checks import positive_float, positive_int
+from book.inspection import forward_hooks
 
 __all__ = ["DepthwiseSeparableConv2d", "LayerCall", "LeNet5", "LeNet5DSC",
            "LeNet5DSCFullFirst", "fold_depthwise_bias", "lecun_c3_table", "parameter_table",
@@ -174,13 +175,8 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[LayerCall]:
             calls.append(LayerCall(name, module, output.detach().clone()))
         return hook
 
-    hooks = [m.register_forward_hook(record(name))
-             for name, m in model.named_modules() if name]
-    try:
+    with forward_hooks([(m, record(name)) for name, m in model.named_modules() if name]):
         model(x)
-    finally:
-        for h in hooks:
-            h.remove()
     return calls
 
 
