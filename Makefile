@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make book   venv + pinned requirements + MNIST, executes every notebook, writes _build/html
-#   make test   unit tests, then pytest --nbval over every notebook, then the browser and PDF tests
+#   make test   unit tests (fast, then slow), then pytest --nbval over every notebook, then the
+#               browser and PDF tests
 # and the two ways to read it besides the HTML:
 #   make pdf    the whole book as one PDF, _build/pdf/book.pdf (after make book: nothing re-runs)
 #   make lab    JupyterLab on notebooks/, with the project's kernel (efficient-nn-book)
@@ -16,7 +17,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 KERNEL := efficient-nn-book
 KERNELSPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 
-.PHONY: venv data mathjax kernel book pdf lab test unit nbval browser pdf-test bench lint clean
+.PHONY: venv data mathjax kernel book pdf lab test unit slow nbval browser pdf-test bench lint clean
 .DEFAULT_GOAL := book
 
 $(STAMP): requirements.txt pyproject.toml
@@ -70,8 +71,12 @@ lab: data kernel
 	    --MappingKernelManager.default_kernel_name=$(KERNEL) \
 	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+# The fast unit tests alone (a minute); `make slow` runs those that train or start a kernel.
 unit: data kernel
-	$(BIN)/python -m pytest -q -m "not browser" tests
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not pdf" tests
+
+slow: data kernel
+	$(BIN)/python -m pytest -q -m "slow and not browser and not pdf" tests
 
 nbval: data
 	$(BIN)/python -m pytest -q $(NBVAL) notebooks
@@ -86,7 +91,7 @@ browser: $(STAMP)
 pdf-test: $(STAMP)
 	$(BIN)/python -m pytest -q -m pdf tests/test_pdf.py
 
-test: unit nbval browser pdf-test
+test: unit slow nbval browser pdf-test
 
 bench: data
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -53,6 +53,17 @@ def text_of(cell) -> str:
                    for o in cell.outputs)
 
 
+def printed_lines(cell) -> list[str]:
+    """What a cell printed, one entry per line: a path with spaces stays one entry."""
+    return text_of(cell).splitlines()
+
+
+def test_printed_paths_with_spaces_are_read_whole() -> None:
+    cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+        "stream", name="stdout", text="/tmp/a clone/book/__init__.py\n2.14.1\n")])
+    assert printed_lines(cell) == ["/tmp/a clone/book/__init__.py", "2.14.1"]
+
+
 def test_every_notebook_names_the_kernel() -> None:
     assert makefile_kernel() == KERNEL
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -60,6 +71,7 @@ def test_every_notebook_names_the_kernel() -> None:
         assert kernelspec.get("name") == KERNEL, f"{path.name} names {kernelspec}"
 
 
+@pytest.mark.slow
 def test_kernel_is_the_venv_with_book_and_the_pinned_torch(spec) -> None:
     python = Path(spec.argv[0])
     assert python.parent == Path(sys.executable).parent, (
@@ -71,7 +83,7 @@ def test_kernel_is_the_venv_with_book_and_the_pinned_torch(spec) -> None:
         # What the training loop's progress line needs: a live IPython that displays.
         "from IPython import get_ipython; print(type(get_ipython()).__name__)",
     ])
-    prefix, imported, results, shell = (text_of(c).split() for c in outputs.cells)
+    prefix, imported, results, shell = (printed_lines(c) for c in outputs.cells)
     assert Path(prefix[0]) == Path(sys.prefix)
     assert Path(imported[0]).parent == ROOT / "book"
     assert imported[1].split("+")[0] == pinned("torch")
@@ -80,6 +92,7 @@ def test_kernel_is_the_venv_with_book_and_the_pinned_torch(spec) -> None:
     assert shell == ["ZMQInteractiveShell"]
 
 
+@pytest.mark.slow
 def test_a_chapter_runs_top_to_bottom_in_the_kernel(spec) -> None:
     stored = nbformat.read(CHAPTER, as_version=4)
     notebook = nbformat.read(CHAPTER, as_version=4)
@@ -93,6 +106,7 @@ def test_a_chapter_runs_top_to_bottom_in_the_kernel(spec) -> None:
     assert glued(notebook) and glued(notebook) == glued(stored)
 
 
+@pytest.mark.slow
 def test_training_shows_a_progress_bar_in_the_kernel(spec) -> None:
     """A short training run, as a notebook cell in that kernel, redraws a progress bar."""
     from jupyter_client.manager import start_new_kernel
