@@ -4,7 +4,9 @@ Usage: python tools/make_pdf.py [--path-output DIR] [--config FILE] [--output PD
 
 1. `jupyter-book build --builder singlehtml` writes every page into one HTML file. It uses
    the same build folder as `make book` (`_build/`), so after `make book` it reuses the
-   executed notebooks already there and executes nothing; alone, it executes them first.
+   executed notebooks already there and executes nothing; alone, or in a checkout moved or
+   copied since that build (Sphinx keys its pages by absolute path), it executes them first,
+   and says so before it starts.
 2. Chromium opens that page from 127.0.0.1 with no other host reachable and waits until
    MathJax has typeset every formula and every image has loaded (as the browser test does).
 3. A print stylesheet drops the web navigation, and a title page and a contents page are
@@ -23,6 +25,7 @@ import base64
 import datetime
 import io
 import logging
+import pickle
 import subprocess
 import sys
 import time
@@ -387,6 +390,22 @@ def make_pdf(html_dir: Path, output: Path, book: dict) -> dict:
     return {"entries": entries, "pages": pages, "book": book}
 
 
+def why_notebooks_run_again(build_parent: Path, source: Path = ROOT) -> str | None:
+    """Why ``build_parent/_build`` holds no executed pages of ``source`` that Sphinx will reuse
+    (None when it does): no build there yet, or one made from another folder (a moved or
+    copied checkout), whose pages Sphinx treats as another book's."""
+    environment = build_parent / "_build" / ".doctrees" / "environment.pickle"
+    if not environment.exists():
+        return f"there is no build in {build_parent / '_build'} yet"
+    try:
+        built_from = Path(pickle.loads(environment.read_bytes()).srcdir)
+    except Exception as error:  # a damaged or foreign pickle: Sphinx starts afresh too
+        return f"{environment} cannot be read ({type(error).__name__})"
+    if built_from.resolve() != source.resolve():
+        return f"{build_parent / '_build'} was built from {built_from}, not from {source}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path-output", type=Path, default=None,
@@ -395,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="config file (default: _config.yml)")
     parser.add_argument("--output", type=Path, default=ROOT / "_build" / "pdf" / "book.pdf")
     args = parser.parse_args(argv)
+    reason = why_notebooks_run_again(args.path_output or ROOT)
+    if reason:
+        print(f"make pdf: {reason}, so every notebook is executed first (minutes; `make book` "
+              "in this checkout builds them once for both).", file=sys.stderr, flush=True)
     start = time.monotonic()
     html_dir = headless.build_book(args.path_output, builder="singlehtml", config=args.config,
                                    echo=True)
