@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from book.runs import Run
 from book.transformer.model import BOS, EOS, PAD
 from book.transformer.reversal import (
     DIGIT_OFFSET,
@@ -102,11 +103,9 @@ def test_a_stored_run_of_another_identity_is_retrained(tmp_path):
     model, _ = train(tmp_path, "a", dtype=torch.float32)
     # an older version of the model: its weights had other names and other code
     weights = torch.load(tmp_path / "a.pt")
-    torch.save({k.replace("add_norm1.norm", "norm1"): v for k, v in weights.items()},
-               tmp_path / "a.pt")
     record = json.loads((tmp_path / "a.json").read_text())
-    record["identity"]["model_code"] = "0" * 16
-    (tmp_path / "a.json").write_text(json.dumps(record))
+    old = Run("a", {**record["identity"], "model_code": "0" * 16}, tmp_path)
+    old.finish({k.replace("add_norm1.norm", "norm1"): v for k, v in weights.items()}, {})
     messages = []
     retrained, stored = train(tmp_path, "a", dtype=torch.float32, log=messages.append)
     assert messages[-1].startswith("step 4/4")  # trained again, not loaded, no crash

@@ -104,11 +104,13 @@ def test_kill_between_weights_and_record_resumes_instead_of_mixing_runs(tmp_path
     assert run.checkpoint() == {"step": 9}
 
 
-def test_retrain_deletes_every_file_of_the_run(tmp_path):
+def test_an_interrupted_retrain_keeps_the_finished_run(tmp_path):
     finished_run(tmp_path)
-    Run("tiny", IDENTITY, tmp_path).save_checkpoint({"step": 1})
-    Run("tiny", IDENTITY, tmp_path, retrain=True)
-    assert list(tmp_path.iterdir()) == []
+    retrain = Run("tiny", IDENTITY, tmp_path, retrain=True)
+    assert retrain.finished() is None and retrain.checkpoint() is None  # trains from scratch
+    retrain.save_checkpoint({"step": 1})  # ... and is killed before it finishes
+    record, weights = Run("tiny", IDENTITY, tmp_path).finished()
+    assert record["history"] == [1.0, 0.5] and torch.equal(weights["w"], WEIGHTS["w"])
 
 
 def test_identity_must_be_json(tmp_path):

@@ -12,7 +12,8 @@ multiplied by ``lr_factor`` whenever the validation loss fails to improve (in th
 for more than ``lr_patience`` epochs, so the weights settle. The weights that are scored and
 kept are an exponential moving average of the trained ones (``ema_decay``).
 
-Files follow the book's run protocol (:mod:`book.runs`): a checkpoint after every epoch
+:class:`Training` runs one epoch (:func:`train_epoch`) per stage of the book's run protocol
+(:func:`book.runs.run_in_stages`): a checkpoint after every epoch
 (``results/<name>.ckpt``), so calling :func:`train` again resumes an interrupted run exactly
 where it stopped; a finished run (``results/<name>.json`` and ``results/<name>.pt``) with the
 same identity (model structure and source, this file's source, the data's checksums, the
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 import numbers
 import sys
@@ -45,11 +45,11 @@ from book.hardware import default_device
 from book.mnist.data import MD5, MNISTTensors
 from book.paths import RESULTS_DIR
 from book.progress import Progress, bar
-from book.runs import Run, code_digest
+from book.runs import Run, Stages, code_digest, model_code_digest, run_in_stages
 
-__all__ = ["HISTORY_COLUMNS", "Split", "TrainConfig", "TrainResult", "confusion_matrix",
-           "evaluate", "normalise", "predict", "run_identity", "shifted", "split", "train",
-           "train_epoch"]
+__all__ = ["HISTORY_COLUMNS", "Split", "TrainConfig", "TrainResult", "Training",
+           "confusion_matrix", "evaluate", "normalise", "predict", "run_identity", "shifted",
+           "split", "steps_per_epoch", "train", "train_epoch"]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds"]
@@ -107,6 +107,19 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, int(getattr(self, name)))
 
+    def ema_decay_at(self, step: int) -> float:
+        """The decay of the weight average at optimizer step ``step`` (counted from 0 over the
+        whole run): ``min(ema_decay, (1 + step) / (10 + step))``, a ramp, so that the average
+        does not drag the random initial weights along for the first few epochs."""
+        return min(self.ema_decay, (1 + step) / (10 + step))
+
+    def ema_ramp_steps(self) -> int:
+        """The first step at which :meth:`ema_decay_at` reaches ``ema_decay``."""
+        step = 0  # counted, not solved: the answer is the ramp's, rounding included
+        while self.ema_decay_at(step) < self.ema_decay:
+            step += 1
+        return step
+
 
 @dataclass
 class TrainResult:
@@ -126,6 +139,10 @@ class TrainResult:
     @property
     def epochs(self) -> int:
         return len(self.history)
+
+    def kept(self, column: str) -> float:
+        """``column`` of :data:`HISTORY_COLUMNS` at the kept (best validation) epoch."""
+        return float(self.history[column].iloc[self.best_epoch - 1])
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """Raw ``uint8 [N, 28, 28]`` images as this model's standardised input."""
@@ -244,12 +261,13 @@ def _layout(x: torch.Tensor) -> torch.Tensor:
 
 
 def run_identity(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
-    """Everything that decides a run's result: the model's structure and the source of the
-    module defining it, this training code, the data's checksums and the configuration."""
+    """Everything that decides a run's result: the model's structure and the source of every
+    module defining its class or a base class, this training code, the data's checksums and
+    the configuration (:class:`book.runs.Run` adds the torch version)."""
     return {"model": type(model).__qualname__,
             "structure": repr(model),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "model_code": code_digest(inspect.getmodule(type(model))),
+            "model_code": model_code_digest(type(model)),
             "training_code": code_digest(sys.modules[__name__]),
             "data_md5": MD5,
             "config": dataclasses.asdict(config)}
@@ -261,90 +279,130 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
           on_epoch_end: Callable[[int, pd.DataFrame], None] | None = None) -> TrainResult:
     """Train ``make_model()`` on MNIST until the validation loss stops improving.
 
-    ``name`` names the result files in ``results_dir``. ``on_epoch_end(epoch, history)`` is
-    called after each epoch's checkpoint is written (tests use it to interrupt a run).
+    ``make_model`` builds the model (``LeNet5``, the class; not ``LeNet5()``). ``name``
+    names the result files in ``results_dir``. ``on_epoch_end(epoch, history)`` is called
+    after each epoch's checkpoint is written (tests use it to interrupt a run).
     """
-    device = default_device()
-    torch.manual_seed(config.seed)
-    model = make_model().to(device).to(memory_format=torch.channels_last)
+    model = _new_model(make_model, config)
     run = Run(name, run_identity(model, config), results_dir, retrain=retrain)
     report = Progress(progress)
+    started = []
 
-    found = run.finished()
-    if found is not None:
-        record, weights = found
-        model.load_state_dict(weights)
-        result = _result(name, model, record, config, "reused")
-        report.close(result.summary())
-        return result
+    def start() -> Training:
+        started.append(True)
+        splits = split(data, config, default_device())
+        return Training(name, model, splits, config, report)
 
-    splits = split(data, config, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.lr_patience,
-        threshold=config.min_delta, threshold_mode="rel")
-    shuffle = torch.Generator().manual_seed(config.seed + 1)
-    rows: list[dict[str, float]] = []
-    # The weights that are scored and kept: the model itself, or a moving average of it.
-    averaged = copy.deepcopy(model) if config.ema_decay else model
-    best = {"loss": math.inf, "epoch": 0, "state": copy.deepcopy(averaged.state_dict())}
-    status = "fresh"
+    def after_epoch(training: Training) -> None:
+        row = training.rows[-1]
+        report(f"{name}: epoch {row['epoch']}: validation loss {row['val_loss']:.4f}, "
+               f"accuracy {row['val_acc']:.2%} (best epoch {training.best['epoch']})")
+        if on_epoch_end is not None:
+            on_epoch_end(row["epoch"], training.history())
 
-    ckpt = run.checkpoint()
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        averaged.load_state_dict(ckpt["averaged"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        shuffle.set_state(ckpt["shuffle"])
-        rows, best = ckpt["rows"], ckpt["best"]
-        status = "resumed"
-
-    n = len(splits.train_y)
     try:
-        while not _stopped(rows, best, config):
-            epoch = len(rows) + 1
-            start = time.perf_counter()
-            loss_sum, correct = train_epoch(
-                model, optimizer, splits.train_x, splits.train_y, config, shuffle, averaged,
-                (epoch - 1) * math.ceil(n / config.batch_size),
-                lambda done, epoch=epoch: report(
-                    f"{name}: epoch {epoch} {bar(done / n)} {done:,}/{n:,} images", detail=True),
-                fill=splits.background)
-            val_loss, val_acc = evaluate(averaged, splits.val_x, splits.val_y)
-            test_loss, test_acc = evaluate(averaged, splits.test_x, splits.test_y)
-            rows.append({"epoch": epoch, "train_loss": loss_sum / n,
-                         "train_acc": correct / n, "val_loss": val_loss,
-                         "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-                         "lr": optimizer.param_groups[0]["lr"],
-                         "seconds": time.perf_counter() - start})
-            scheduler.step(val_loss)
-            if val_loss < best["loss"] * (1 - config.min_delta):
-                best = {"loss": val_loss, "epoch": epoch,
-                        "state": copy.deepcopy(averaged.state_dict())}
-            run.save_checkpoint({"model": model.state_dict(), "averaged": averaged.state_dict(),
-                                 "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(),
-                                 "shuffle": shuffle.get_state(), "rows": rows, "best": best})
-            report(f"{name}: epoch {epoch}: validation loss {val_loss:.4f}, "
-                   f"accuracy {val_acc:.2%} (best epoch {best['epoch']})")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, pd.DataFrame(rows, columns=HISTORY_COLUMNS))
+        record, weights, status = run_in_stages(run, start, after_stage=after_epoch)
     except BaseException:
-        report.close(f"{name}: interrupted after {len(rows)} epochs; call train() again to "
-                     "resume from the checkpoint")
+        if started:  # never promise a checkpoint that was not written
+            report.close(f"{name}: interrupted; call train() again to resume from "
+                         f"{run.checkpoint_path}" if run.checkpoint_path.exists() else
+                         f"{name}: interrupted before its first checkpoint; call train() "
+                         "again to start over")
         raise
-
-    model.load_state_dict(best["state"])
-    best_row = rows[best["epoch"] - 1]
-    record = run.finish(model.state_dict(), {
-        "history": rows, "best_epoch": best["epoch"], "epochs": len(rows),
-        "test_acc": best_row["test_acc"], "test_loss": best_row["test_loss"],
-        "seconds": sum(row["seconds"] for row in rows), "std": splits.std})
-    result = _result(name, model, record, config, status)
+    model.load_state_dict(weights)
+    model.eval()
+    result = TrainResult(name=name, model=model,
+                         history=pd.DataFrame(record["history"], columns=HISTORY_COLUMNS),
+                         best_epoch=record["best_epoch"], test_acc=record["test_acc"],
+                         test_loss=record["test_loss"], seconds=record["seconds"],
+                         config=config, status=status, std=record["std"])
     report.close(result.summary())
     return result
+
+
+def _new_model(make_model: Callable[[], nn.Module], config: TrainConfig) -> nn.Module:
+    """``make_model()`` after seeding, on the book's device, channels-last; checked."""
+    if isinstance(make_model, nn.Module) or not callable(make_model):
+        raise TypeError(f"train(make_model=...) takes a function that builds the model, such "
+                        f"as the class LeNet5, not a {type(make_model).__name__} instance; "
+                        "pass the class (or a lambda) instead")
+    torch.manual_seed(config.seed)  # the initial weights: the same for the same seed
+    model = make_model()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"train(make_model=...) must build an nn.Module, but it returned "
+                        f"{type(model).__name__}")
+    return model.to(default_device()).to(memory_format=torch.channels_last)
+
+
+class Training(Stages):
+    """A run between two epochs: the model and its weight average, the optimizer and its
+    schedule, the shuffling generator, the history so far and the best epoch's weights.
+
+    A stage is one epoch (:meth:`stage`); the run is done when the validation loss has not
+    improved for ``config.patience`` epochs, or after ``config.max_epochs``.
+    """
+
+    checkpointed = ("model", "averaged", "optimizer", "scheduler", "shuffle", "rows", "best")
+
+    def __init__(self, name: str, model: nn.Module, splits: Split, config: TrainConfig,
+                 report: Progress) -> None:
+        self.name, self.model, self.splits, self.config, self.report = (
+            name, model, splits, config, report)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                          weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=config.lr_factor, patience=config.lr_patience,
+            threshold=config.min_delta, threshold_mode="rel")
+        self.shuffle = torch.Generator().manual_seed(config.seed + 1)
+        self.rows: list[dict[str, float]] = []
+        # The weights that are scored and kept: the model itself, or a moving average of it.
+        self.averaged = copy.deepcopy(model) if config.ema_decay else model
+        self.best = {"loss": math.inf, "epoch": 0,
+                     "state": copy.deepcopy(self.averaged.state_dict())}
+
+    def done(self) -> bool:
+        epoch = len(self.rows)
+        return epoch >= self.config.max_epochs or (
+            epoch > 0 and epoch - self.best["epoch"] >= self.config.patience)
+
+    def stage(self) -> None:
+        """One epoch: train, score the averaged weights, adjust the learning rate, keep the
+        best epoch's weights."""
+        s, config, epoch = self.splits, self.config, len(self.rows) + 1
+        n = len(s.train_y)
+        start = time.perf_counter()
+        loss_sum, correct = train_epoch(
+            self.model, self.optimizer, s.train_x, s.train_y, config, self.shuffle,
+            self.averaged, (epoch - 1) * steps_per_epoch(n, config.batch_size),
+            lambda done: self.report(f"{self.name}: epoch {epoch} {bar(done / n)} "
+                                     f"{done:,}/{n:,} images", detail=True),
+            fill=s.background)
+        val_loss, val_acc = evaluate(self.averaged, s.val_x, s.val_y)
+        test_loss, test_acc = evaluate(self.averaged, s.test_x, s.test_y)
+        self.rows.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
+                          "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss,
+                          "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
+                          "seconds": time.perf_counter() - start})
+        self.scheduler.step(val_loss)
+        if val_loss < self.best["loss"] * (1 - config.min_delta):
+            self.best = {"loss": val_loss, "epoch": epoch,
+                         "state": copy.deepcopy(self.averaged.state_dict())}
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS)
+
+    def outcome(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        self.model.load_state_dict(self.best["state"])
+        kept = self.rows[self.best["epoch"] - 1]
+        return self.model.state_dict(), {
+            "history": self.rows, "best_epoch": self.best["epoch"], "epochs": len(self.rows),
+            "test_acc": kept["test_acc"], "test_loss": kept["test_loss"],
+            "seconds": sum(row["seconds"] for row in self.rows), "std": self.splits.std}
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``n_images``: the last batch may be smaller."""
+    return math.ceil(n_images / batch_size)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -358,9 +416,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     border that the random shifts uncover.
 
     With ``config.ema_decay > 0``, ``averaged`` (a copy of ``model``) tracks the exponential
-    moving average of the weights after every step. Its decay ramps up as
-    ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (counted from ``first_step``), so the
-    average does not drag the random initial weights along for the first few epochs.
+    moving average of the weights after every step, with the decay
+    :meth:`TrainConfig.ema_decay_at` step ``t`` (counted from ``first_step``).
 
     Returns the summed loss and the number of correct predictions, over the epoch.
     """
@@ -383,26 +440,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
         optimizer.step()
         if ema:
             with torch.no_grad():
-                decay = min(config.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(averages, params, 1 - decay)
+                torch._foreach_lerp_(averages, params, 1 - config.ema_decay_at(step))
         # Accumulated on the device: no synchronisation per batch.
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y[idx]).sum()
         if progress is not None:
             progress(min(i + config.batch_size, n))
     return loss_sum.item(), int(correct.item())
-
-
-def _stopped(rows: list[dict[str, float]], best: dict[str, Any], config: TrainConfig) -> bool:
-    epoch = len(rows)
-    return epoch >= config.max_epochs or (epoch > 0 and epoch - best["epoch"] >= config.patience)
-
-
-def _result(name: str, model: nn.Module, stored: dict[str, Any], config: TrainConfig,
-            status: str) -> TrainResult:
-    model.eval()
-    return TrainResult(name=name, model=model,
-                       history=pd.DataFrame(stored["history"], columns=HISTORY_COLUMNS),
-                       best_epoch=stored["best_epoch"], test_acc=stored["test_acc"],
-                       test_loss=stored["test_loss"], seconds=stored["seconds"], config=config,
-                       status=status, std=stored["std"])

@@ -22,16 +22,18 @@ from torch import nn
 
 from book.checks import positive_float, positive_int
 from book.hardware import default_device, dtype_label
+from book.inspection import eval_mode, forward_hooks
 from book.paths import RESULTS_DIR
-from book.runs import Run, code_digest
+from book.runs import Run, Stages, code_digest, run_in_stages
 from book.transformer import layers, strict_fp16
 from book.transformer import model as transformer_model
 from book.transformer.model import BOS, EOS, PAD, Softmax, Transformer, TransformerConfig
 
 __all__ = [
-    "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "accuracy_by_length",
-    "anti_diagonal_attention", "attention_maps", "decode", "encode", "exact_match",
-    "held_out_loss", "token_name", "train_reversal", "training_run", "with_max_len",
+    "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "ReversalTraining",
+    "accuracy_by_length", "anti_diagonal_attention", "attention_maps", "decode", "encode",
+    "exact_match", "held_out_loss", "token_name", "train_reversal", "training_run",
+    "with_max_len",
 ]
 
 DIGIT_OFFSET = EOS + 1  # digit d is token d + DIGIT_OFFSET: after PAD, BOS and EOS
@@ -156,7 +158,7 @@ def training_run(task: ReversalTask = ReversalTask(), config: ReversalConfig = R
                 "model": asdict(model) | {"dtype": dtype_label(model.dtype)},
                 "model_code": code_digest(transformer_model, layers, strict_fp16),
                 "training_code": code_digest(ReversalTask, ReversalConfig, _initial_model,
-                                             train_reversal, held_out_loss)}
+                                             train_reversal, ReversalTraining, held_out_loss)}
     return Run(name, identity, results_dir, retrain=retrain)
 
 
@@ -170,84 +172,100 @@ def train_reversal(task: ReversalTask = ReversalTask(), config: ReversalConfig =
     held-out sequences every ``config.eval_every`` steps; ``seconds``, ``device``).
 
     The checkpoint (float32 weights, optimizer, step) is rewritten atomically every
-    ``config.checkpoint_every`` steps, so an interrupted run resumes where it stopped, with
-    the same result. Batch ``i`` is drawn from a generator seeded with ``(seed, i)``, so a
-    resumed run sees the same batches.
+    ``config.checkpoint_every`` steps (:func:`book.runs.run_in_stages`), so an interrupted
+    run resumes where it stopped, with the same result. Batch ``i`` is drawn from a generator
+    seeded with ``(seed, i)``, so a resumed run sees the same batches.
     """
     run = training_run(task, config, name=name, results_dir=results_dir, retrain=retrain)
     model = _initial_model(task, config)
-    found = run.finished()
-    if found is not None:
-        record, weights = found
-        model.load_state_dict(weights)
-        return model.to(dtype).eval(), record
 
-    device = torch.device(device or default_device())
-    data = task.data()
-    src, tgt = data["src_train"].to(device), data["tgt_train"].to(device)
-    src_test, tgt_test = data["src_test"].to(device), data["tgt_test"].to(device)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
-    step, losses, held_out, seconds = 0, [], [], 0.0
-    state = run.checkpoint()
-    if state is not None:  # an interrupted run of this identity
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, losses, seconds = state["step"], state["losses"], state["seconds"]
-        held_out = state["held_out"]
+    def start() -> ReversalTraining:
+        return ReversalTraining(model, task, config, torch.device(device or default_device()),
+                                log)
+
+    def logged(training: ReversalTraining) -> None:  # after the checkpoint: it can be resumed
         if log:
-            log(f"resuming at step {step}")
-    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD)
-    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.autocast)
-    start = time.perf_counter() - seconds
-    while step < config.steps:
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(src), (config.batch_size,), generator=g).to(device)
-        x, y = src[idx], tgt[idx]
-        for group in opt.param_groups:
-            group["lr"] = config.lr_at(step)
-        with amp:
-            logits = model(x, y[:, :-1])  # teacher forcing: predict token t+1 from tokens <= t
-        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        if step % config.eval_every == 0 or step == config.steps:
-            with amp:
-                held_out.append({"step": step, "loss": held_out_loss(model, src_test, tgt_test)})
-        seconds = time.perf_counter() - start
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            if step < config.steps:  # the last step is stored by run.finish
-                run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "step": step, "losses": losses, "held_out": held_out,
-                                     "seconds": seconds})
-            if log:
-                log(f"step {step}/{config.steps}  loss {loss.item():.4f}  {seconds:.0f} s")
-    record = run.finish(model.state_dict(), {
-        "history": [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)],
-        "held_out": held_out, "seconds": seconds, "device": str(device)})
+            log(f"step {training.step}/{config.steps}  loss {training.losses[-1]:.4f}  "
+                f"{training.seconds:.0f} s")
+
+    record, weights, _ = run_in_stages(run, start, after_stage=logged)
+    model.load_state_dict(weights)
     return model.cpu().to(dtype).eval(), record
 
 
-@torch.no_grad()
+class ReversalTraining(Stages):
+    """A reversal run between two checkpoints: the model, the optimizer, the step, the losses
+    so far and the seconds spent. A stage is ``config.checkpoint_every`` steps."""
+
+    checkpointed = ("model", "optimizer", "step", "losses", "held_out", "seconds")
+
+    def __init__(self, model: Transformer, task: ReversalTask, config: ReversalConfig,
+                 device: torch.device, log: Callable[[str], None] | None) -> None:
+        data = task.data()
+        self.src, self.tgt = data["src_train"].to(device), data["tgt_train"].to(device)
+        self.src_test, self.tgt_test = data["src_test"].to(device), data["tgt_test"].to(device)
+        self.model, self.config, self.device, self.log = model.to(device), config, device, log
+        model.train()
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
+        self.step, self.losses, self.held_out, self.seconds = 0, [], [], 0.0
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.log:
+            self.log(f"resuming at step {self.step}")
+
+    def done(self) -> bool:
+        return self.step >= self.config.steps
+
+    def stage(self) -> None:
+        """Train up to the next checkpoint, measuring the held-out loss on the way."""
+        config = self.config
+        loss_fn = nn.CrossEntropyLoss(ignore_index=PAD)
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.autocast)
+        start = time.perf_counter() - self.seconds
+        every = config.checkpoint_every
+        end = min(config.steps, (self.step // every + 1) * every)  # the next checkpoint's step
+        while self.step < end:
+            g = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step)
+            idx = torch.randint(0, len(self.src), (config.batch_size,), generator=g).to(self.device)
+            x, y = self.src[idx], self.tgt[idx]
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr_at(self.step)
+            with amp:
+                logits = self.model(x, y[:, :-1])  # teacher forcing: token t+1 from tokens <= t
+            loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.losses.append(loss.item())
+            self.step += 1
+            if self.step % config.eval_every == 0 or self.step == config.steps:
+                with amp:
+                    self.held_out.append({"step": self.step, "loss": held_out_loss(
+                        self.model, self.src_test, self.tgt_test)})
+            self.seconds = time.perf_counter() - start
+
+    def outcome(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return self.model.state_dict(), {
+            "history": [{"step": i + 1, "loss": loss} for i, loss in enumerate(self.losses)],
+            "held_out": self.held_out, "seconds": self.seconds, "device": str(self.device)}
+
+
 def held_out_loss(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
                   batch_size: int = 1000) -> float:
     """Cross-entropy per target token (padding left out) of teacher-forced ``model(src,
-    tgt[:, :-1])`` against ``tgt[:, 1:]``, as in training but without gradients."""
-    was_training = model.training
-    model.eval()
+    tgt[:, :-1])`` against ``tgt[:, 1:]``, as in training but in eval mode, without
+    gradients; every module's mode is given back."""
     total, tokens = 0.0, 0
-    for i in range(0, len(src), batch_size):
-        s, t = src[i : i + batch_size], tgt[i : i + batch_size]
-        logits = model(s, t[:, :-1]).float()
-        target = t[:, 1:]
-        total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                             target.reshape(-1), ignore_index=PAD,
-                                             reduction="sum").item()
-        tokens += (target != PAD).sum().item()
-    model.train(was_training)
+    with torch.no_grad(), eval_mode(model):
+        for i in range(0, len(src), batch_size):
+            s, t = src[i : i + batch_size], tgt[i : i + batch_size]
+            logits = model(s, t[:, :-1]).float()
+            target = t[:, 1:]
+            total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 target.reshape(-1), ignore_index=PAD,
+                                                 reduction="sum").item()
+            tokens += (target != PAD).sum().item()
     return total / tokens
 
 
@@ -312,17 +330,16 @@ def accuracy_by_length(model: Transformer, task: ReversalTask, lengths: Iterable
 def attention_maps(model: Transformer, src: torch.Tensor,
                    tgt: torch.Tensor) -> dict[str, torch.Tensor]:
     """The softmax outputs ``[B, h, Lq, Lk]`` of every attention block, keyed by block."""
-    maps, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, Softmax):
-            block = name.rsplit(".", 2)[0]  # encoder.self_attn.attention.softmax -> ...
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, block=block: maps.__setitem__(block, o.float().cpu())))
-    try:
+    maps = {}
+
+    def keep(block: str) -> Callable:
+        return lambda module, inputs, output: maps.__setitem__(block, output.float().cpu())
+
+    # encoder.self_attn.attention.softmax -> encoder.self_attn
+    softmaxes = [(module, keep(name.rsplit(".", 2)[0])) for name, module in model.named_modules()
+                 if isinstance(module, Softmax)]
+    with forward_hooks(softmaxes):
         model(src, tgt)
-    finally:
-        for h in hooks:
-            h.remove()
     return maps
 
 
