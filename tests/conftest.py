@@ -19,3 +19,11 @@ def sphinx_ext() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The whole of MNIST in memory (:func:`book.mnist.data.load_mnist`), read once."""
+    from book.mnist.data import load_mnist
+
+    return load_mnist()

@@ -42,3 +42,16 @@ def test_summary_lists_each_notebook_and_the_total(tmp_path):
 def test_a_build_that_executed_nothing_fails_and_says_so(tmp_path):
     done = run(tmp_path, "reading sources... [100%] intro\nbuild succeeded.\n")
     assert done.returncode == 1 and "executed no notebook" in done.stdout
+
+
+def test_without_arguments_it_prints_its_usage_not_a_traceback():
+    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: python tools/build_summary.py LOG SECONDS")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_log_is_named(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "no.log"), "5"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and f"{tmp_path / 'no.log'} does not exist" in done.stderr

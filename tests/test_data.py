@@ -6,13 +6,8 @@ import shutil
 import pytest
 import torch
 
-from book.mnist.data import MD5, MNISTError, load_mnist, prepare_mnist, raw_dir, verify_mnist
+from book.mnist.data import MD5, MNISTError, prepare_mnist, raw_dir, verify_mnist
 from book.paths import DATA_DIR
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 def test_files_match_published_md5():
@@ -87,3 +82,21 @@ def test_every_damaged_file_is_named_in_one_run(tmp_path):
     message = str(err.value)
     assert all(name in message for name in damaged)
     assert "train-labels-idx1-ubyte" not in message  # intact files are not accused
+
+
+def test_a_dangling_data_root_symlink_is_named_with_its_target(tmp_path):
+    root = tmp_path / "data"
+    root.symlink_to(tmp_path / "gone")
+    with pytest.raises(MNISTError, match=f"{root} is a symbolic link to {tmp_path / 'gone'}, "
+                                         "which does not exist"):
+        prepare_mnist(root)
+
+
+def test_an_idx_path_that_is_a_folder_is_named_not_a_temporary_file(tmp_path):
+    folder = _copy_raw(tmp_path)
+    victim = folder / "t10k-labels-idx1-ubyte"
+    victim.unlink()
+    victim.mkdir()
+    with pytest.raises(MNISTError, match=f"{victim} is not a file") as err:
+        prepare_mnist(tmp_path)
+    assert ".tmp" not in str(err.value) and victim.is_dir()

@@ -11,10 +11,12 @@ import torch
 from book.runs import (
     Run,
     RunError,
+    Stages,
     atomic_write,
     code_digest,
     file_digest,
     remove_stale_temporaries,
+    run_in_stages,
 )
 
 IDENTITY = {"model": "Tiny", "config": {"lr": 0.01, "sizes": (1, 2)}}
@@ -155,3 +157,125 @@ def test_read_only_folder_is_named_not_a_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match=f"folder {tmp_path} is not writable") as error:
         atomic_write(tmp_path / "x.json", lambda f: f.write(b"{}"))
     assert ".tmp" not in str(error.value)
+
+
+def test_an_edited_record_is_refused_not_reported_as_the_result(tmp_path):
+    finished_run(tmp_path)
+    path = tmp_path / "tiny.json"
+    record = json.loads(path.read_text())
+    record["history"] = [1.0, 0.25]  # a better result, typed in
+    path.write_text(json.dumps(record, indent=2))
+    with pytest.raises(RunError, match=r"tiny\.json does not match its own SHA-256.*retrain="):
+        Run("tiny", IDENTITY, tmp_path).finished()
+
+
+def test_every_flipped_bit_in_the_record_is_refused_never_reused_or_retrained(tmp_path):
+    finished_run(tmp_path)
+    path = tmp_path / "tiny.json"
+    intact = path.read_bytes()
+    for offset in range(len(intact)):
+        for bit in (0x01, 0x20):
+            damaged = bytearray(intact)
+            damaged[offset] ^= bit
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(RunError, match=r"tiny\.json .*delete it, or pass retrain=True"):
+                Run("tiny", IDENTITY, tmp_path).finished()
+
+
+@pytest.mark.parametrize("field", ["identity", "weights_sha256", "history", "record_sha256"])
+def test_a_record_missing_a_field_is_refused_with_its_name_not_a_key_error(tmp_path, field):
+    finished_run(tmp_path)
+    path = tmp_path / "tiny.json"
+    record = json.loads(path.read_text())
+    del record[field]
+    path.write_text(json.dumps(record))
+    with pytest.raises(RunError, match=r"tiny\.json .*delete it, or pass retrain=True"):
+        Run("tiny", IDENTITY, tmp_path).finished()
+
+
+def test_finish_records_the_digest_of_the_bytes_it_wrote(tmp_path, monkeypatch):
+    write = atomic_write
+
+    def another_process_replaces_the_weights(path, writer):
+        done = write(path, writer)
+        if done.suffix == ".pt":  # between the write and anything that follows it
+            torch.save({"w": torch.zeros(2, 3)}, done)
+        return done
+
+    monkeypatch.setattr("book.runs.atomic_write", another_process_replaces_the_weights)
+    record = Run("tiny", IDENTITY, tmp_path).finish(WEIGHTS, {})
+    monkeypatch.undo()
+    assert record["weights_sha256"] != file_digest(tmp_path / "tiny.pt")
+    with pytest.raises(RunError, match=r"tiny\.pt does not match the SHA-256"):
+        Run("tiny", IDENTITY, tmp_path).finished()
+
+
+def test_finished_loads_the_bytes_it_checked(tmp_path, monkeypatch):
+    finished_run(tmp_path)
+    load = torch.load
+
+    def another_process_replaces_the_weights(source, *args, **kwargs):
+        torch.save({"w": torch.zeros(2, 3)}, tmp_path / "tiny.pt")  # after the digest check
+        return load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", another_process_replaces_the_weights)
+    _, weights = Run("tiny", IDENTITY, tmp_path).finished()
+    assert torch.equal(weights["w"], WEIGHTS["w"])
+
+
+def test_a_run_of_another_torch_version_is_retrained(tmp_path, monkeypatch):
+    finished_run(tmp_path)
+    monkeypatch.setattr(torch, "__version__", "1.0.0")
+    assert Run("tiny", IDENTITY, tmp_path).finished() is None
+
+
+def test_a_deleted_weights_file_beside_its_record_is_refused_with_the_fix(tmp_path):
+    finished_run(tmp_path)
+    (tmp_path / "tiny.pt").unlink()
+    with pytest.raises(RunError, match=r"tiny\.pt is missing, but .*tiny\.json records it.*"
+                                       r"delete the record too, or pass retrain=True"):
+        Run("tiny", IDENTITY, tmp_path).finished()
+
+
+def test_results_dir_that_is_a_file_is_refused_at_once_by_its_name(tmp_path):
+    (tmp_path / "results").write_text("not a folder")
+    with pytest.raises(RunError, match=f"results_dir {tmp_path / 'results'} is not a folder"):
+        Run("tiny", IDENTITY, tmp_path / "results")
+
+
+def test_a_folder_where_a_file_goes_is_named_not_a_temporary_file(tmp_path):
+    (tmp_path / "tiny.pt").mkdir()
+    with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path / 'tiny.pt'}: a folder"):
+        atomic_write(tmp_path / "tiny.pt", lambda f: f.write(b"weights"))
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.pt"]
+
+
+def test_the_training_loop_is_resumed_stage_by_stage(tmp_path):
+    class Count(Stages):
+        checkpointed = ("step", "generator")
+
+        def __init__(self, stop_at=None):
+            self.step, self.stop_at = 0, stop_at
+            self.generator = torch.Generator().manual_seed(0)
+            self.draws = []
+
+        def done(self):
+            return self.step >= 4
+
+        def stage(self):
+            if self.step == self.stop_at:
+                raise KeyboardInterrupt
+            self.draws.append(torch.rand(1, generator=self.generator).item())
+            self.step += 1
+
+        def outcome(self):
+            return {"w": torch.tensor([float(self.step)])}, {"draws": self.draws}
+
+    run = Run("tiny", IDENTITY, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_in_stages(run, lambda: Count(stop_at=2))
+    record, weights, status = run_in_stages(run, Count)
+    assert status == "resumed" and weights["w"].item() == 4
+    straight = torch.rand(4, generator=torch.Generator().manual_seed(0)).tolist()
+    assert record["draws"] == straight[2:]  # the generator continued where it stopped
+    assert run_in_stages(run, Count)[2] == "reused"

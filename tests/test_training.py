@@ -1,30 +1,36 @@
 """The training loop learns, stops by its rule, and resumes an interrupted run exactly."""
 
+import importlib
 import json
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from book.mnist.data import load_mnist
 from book.mnist.models import LeNet5
-from book.mnist.training import HISTORY_COLUMNS, TrainConfig, shifted, train
+from book.mnist.training import (
+    HISTORY_COLUMNS,
+    TrainConfig,
+    TrainResult,
+    run_identity,
+    shifted,
+    train,
+    train_epoch,
+)
 from book.runs import RunError
 
 # Small enough for a few seconds on two cores, large enough to learn.
 TINY = TrainConfig(train_limit=2_000, val_size=1_000, max_epochs=4, patience=2, batch_size=128)
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
-
-
 class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_writes_its_files(mnist, tmp_path):
     result = train("tiny", LeNet5, mnist, TINY, results_dir=tmp_path, progress=False)
     assert result.status == "fresh"
@@ -44,6 +50,7 @@ def test_tiny_run_learns_and_writes_its_files(mnist, tmp_path):
                                    rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(mnist, tmp_path):
     straight = train("run", LeNet5, mnist, TINY, results_dir=tmp_path / "a", progress=False)
 
@@ -65,6 +72,7 @@ def test_interrupted_run_resumes_to_the_same_result(mnist, tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_changed_config_is_not_reused(mnist, tmp_path):
     train("run", LeNet5, mnist, TINY, results_dir=tmp_path, progress=False)
     other = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
@@ -72,6 +80,7 @@ def test_changed_config_is_not_reused(mnist, tmp_path):
     assert result.status == "fresh" and result.epochs == 1
 
 
+@pytest.mark.slow
 def test_numpy_numbers_in_the_config_are_stored_as_plain_numbers(mnist, tmp_path):
     config = TrainConfig(**{**TINY.__dict__, "max_epochs": 1, "lr": np.float32(0.01),
                             "batch_size": np.int64(128)})
@@ -94,6 +103,7 @@ class LookAlike(LeNet5):
 LookAlike.__name__ = LookAlike.__qualname__ = "LeNet5"
 
 
+@pytest.mark.slow
 def test_changed_architecture_with_the_same_name_and_size_is_retrained(mnist, tmp_path):
     one_epoch = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
     train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
@@ -102,6 +112,7 @@ def test_changed_architecture_with_the_same_name_and_size_is_retrained(mnist, tm
     assert isinstance(result.model.s2, nn.MaxPool2d)
 
 
+@pytest.mark.slow
 def test_flipped_byte_in_stored_weights_is_refused_not_reused(mnist, tmp_path):
     one_epoch = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
     train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
@@ -116,6 +127,7 @@ def test_flipped_byte_in_stored_weights_is_refused_not_reused(mnist, tmp_path):
     assert again.status == "fresh"
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_refused_not_resumed(mnist, tmp_path):
     def stop(epoch, history):
         raise Interrupt
@@ -130,6 +142,7 @@ def test_damaged_checkpoint_is_refused_not_resumed(mnist, tmp_path):
         train("run", LeNet5, mnist, TINY, results_dir=tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_stops_when_validation_loss_stalls(mnist, tmp_path):
     config = TrainConfig(train_limit=500, val_size=500, max_epochs=30, patience=1, lr=0.05,
                          min_delta=0.0)
@@ -139,6 +152,7 @@ def test_stops_when_validation_loss_stalls(mnist, tmp_path):
     assert result.epochs == best + 1 < 30  # stopped one epoch after the best, not at the cap
 
 
+@pytest.mark.slow
 def test_small_improvements_do_not_count(mnist, tmp_path):
     config = TrainConfig(train_limit=500, val_size=500, max_epochs=30, patience=2,
                          min_delta=0.5)
@@ -169,3 +183,76 @@ def test_shift_moves_each_image_within_bounds():
     rows = out[:, 0].sum(2).argmax(1)
     assert set(rows.tolist()) <= {1, 2, 3, 4, 5} and len(set(rows.tolist())) > 1
     assert torch.equal(shifted(x, 0, g, fill=0.0), x)
+
+
+def test_results_dir_that_is_a_file_fails_before_training(mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr("book.mnist.training.train_epoch", untrainable)
+    (tmp_path / "results").write_text("")
+    with pytest.raises(RunError, match=f"results_dir {tmp_path / 'results'} is not a folder"):
+        train("run", LeNet5, mnist, TINY, results_dir=tmp_path / "results", progress=False)
+
+
+def untrainable(*args, **kwargs):
+    raise Interrupt("the first epoch was interrupted")
+
+
+def test_an_interrupted_first_epoch_promises_no_checkpoint(mnist, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.setattr("book.mnist.training.train_epoch", untrainable)
+    with pytest.raises(Interrupt):
+        train("run", LeNet5, mnist, TINY, results_dir=tmp_path, progress=True)
+    out = capsys.readouterr().out
+    assert "interrupted before its first checkpoint" in out and "resume" not in out
+    assert not (tmp_path / "run.ckpt").exists()
+
+
+def test_a_model_instance_instead_of_a_factory_is_refused_in_words(mnist, tmp_path):
+    with pytest.raises(TypeError, match=r"make_model=.*not a LeNet5 instance; pass the class"):
+        train("run", LeNet5(), mnist, TINY, results_dir=tmp_path, progress=False)
+
+
+def test_kept_reads_the_row_of_the_kept_epoch():
+    history = pd.DataFrame([{c: float(e * 10 + i) for i, c in enumerate(HISTORY_COLUMNS)}
+                            for e in (1, 2, 3)], columns=HISTORY_COLUMNS)
+    result = TrainResult("run", LeNet5(), history, best_epoch=2, test_acc=0.0, test_loss=0.0,
+                         seconds=0.0, config=TINY, status="reused", std=1.0)
+    assert result.kept("val_loss") == history["val_loss"][1] == 23.0
+
+
+@pytest.mark.parametrize("decay", [0.998, 0.99, 0.9, 0.5])
+def test_the_weight_average_ramps_up_to_its_decay(decay):
+    config = TrainConfig(ema_decay=decay)
+    assert config.ema_decay_at(0) == min(decay, 0.1)
+    ramp = config.ema_ramp_steps()
+    assert config.ema_decay_at(ramp) == decay
+    assert ramp == 0 or config.ema_decay_at(ramp - 1) < decay
+    assert TrainConfig().ema_ramp_steps() == 4490  # the book's 0.998, as chapter 1 states it
+
+
+def test_train_epoch_averages_with_the_decay_ema_decay_at_gives(monkeypatch):
+    torch.manual_seed(0)
+    model = LeNet5()
+    averaged = LeNet5()  # other weights: a decay of 0 must replace them with the model's
+    monkeypatch.setattr(TrainConfig, "ema_decay_at", lambda self, step: 0.0)
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
+    train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y, TINY,
+                torch.Generator().manual_seed(0), averaged, fill=0.0)
+    for mine, average in zip(model.parameters(), averaged.parameters(), strict=True):
+        assert torch.equal(mine, average)
+
+
+def test_a_subclass_defined_elsewhere_is_retrained_when_its_base_class_changes(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "user_net.py").write_text(
+        "from user_base import Base\n\n\nclass Net(Base):\n    pass\n")
+
+    def identity(forward: str) -> dict:
+        (tmp_path / "user_base.py").write_text(
+            "from torch import nn\n\n\nclass Base(nn.Linear):\n    def __init__(self):\n"
+            f"        super().__init__(2, 2)\n\n    def forward(self, x):\n        {forward}\n")
+        for name in ("user_base", "user_net"):
+            sys.modules.pop(name, None)
+        return run_identity(importlib.import_module("user_net").Net(), TINY)
+
+    assert identity("return super().forward(x)") != identity("return -super().forward(x)")

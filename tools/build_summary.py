@@ -21,7 +21,16 @@ def executed(log: str) -> list[tuple[str, float]]:
 
 
 def main() -> int:
+    if len(sys.argv) != 3 or not sys.argv[2].isdigit():
+        print("usage: python tools/build_summary.py LOG SECONDS\n"
+              "  LOG: the log of `jupyter-book build`; SECONDS: how long the build took",
+              file=sys.stderr)
+        return 2
     log_path, seconds = Path(sys.argv[1]), int(sys.argv[2])
+    if not log_path.is_file():
+        print(f"build_summary: the log {log_path} does not exist; pass the file that "
+              "`jupyter-book build` wrote its output to", file=sys.stderr)
+        return 2
     runs = executed(log_path.read_text(errors="replace"))
     for name, took in runs:
         print(f"  executed {name:<34} {took:6.1f} s")

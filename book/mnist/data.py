@@ -79,6 +79,10 @@ def verify_mnist(root: Path | str = DATA_DIR) -> None:
     problems = []
     for name, expected in MD5.items():
         path = raw_dir(root) / name
+        if path.exists() and not path.is_file():
+            problems.append(f"MNIST file {path} is not a file (a folder?); remove it and run "
+                            "`make data` (or `python -m book.mnist.data`) to build it")
+            continue
         if not path.is_file():
             problems.append(f"MNIST file {path} is missing; run `make data` "
                             "(or `python -m book.mnist.data`) to build it")
@@ -147,12 +151,24 @@ def prepare_mnist(root: Path | str = DATA_DIR) -> Path:
     do not match their md5 are never overwritten silently: :class:`MNISTError` says which.
     """
     root = Path(root)
-    missing = [name for name in MD5 if not (raw_dir(root) / name).is_file()]
+    missing = [name for name in MD5 if not (raw_dir(root) / name).exists()]
     if missing:
-        raw_dir(root).mkdir(parents=True, exist_ok=True)
+        _make_folder(raw_dir(root))
         _rebuild(root, missing)
     verify_mnist(root)
     return raw_dir(root)
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents, naming the one in the way when that fails."""
+    for path in (folder, *folder.parents):
+        if path.is_symlink() and not path.exists():
+            raise MNISTError(f"the data folder {path} is a symbolic link to {path.readlink()}, "
+                             "which does not exist; create that folder, or remove the link")
+        if path.exists() and not path.is_dir():
+            raise MNISTError(f"the data folder {path} is a file, not a folder; move it away, "
+                             "or pass another root")
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def load_mnist(root: Path | str = DATA_DIR) -> MNISTTensors:
