@@ -3,6 +3,7 @@ cases, no silent inf or NaN, PyTorch equivalence, bad arguments and greedy decod
 key-value cache."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from book.inspection import forward_hooks
 from book.transformer.model import (
     BOS,
     EOS,
@@ -98,13 +100,11 @@ def test_every_tensor_is_16_bit(dtype):
     assert {p.dtype for p in model.parameters()} == {dtype}
     assert {b.dtype for b in model.buffers()} == {dtype}
     outputs = []
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: outputs.append((name, o)))
+    hooks = [(m, lambda m, i, o, name=name: outputs.append((name, o)))
              for name, m in model.named_modules()]
     src, tgt = tokens(2, 9, [9, 4]), tokens(2, 7, [7, 3])
-    with torch.no_grad(), _DtypesOfEveryOp() as mode:
+    with torch.no_grad(), _DtypesOfEveryOp() as mode, forward_hooks(hooks):
         logits = model(src, tgt)
-    for h in hooks:
-        h.remove()
     assert logits.dtype == dtype
     assert {name for name, _ in outputs} == {name for name, _ in model.named_modules()}
     wrong = [name for name, o in outputs if tree_leaves(o)[0].dtype != dtype]
@@ -174,27 +174,87 @@ def test_matches_pytorch_transformer():
     assert hybrid < 1.1 * torch16["mean_abs_error"]
 
 
-@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
-def test_load_torch_weights_checks_what_it_copies():
-    def ref(**kw):
-        args = dict(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
-                    dim_feedforward=1024, dropout=0.0, batch_first=True)
-        return nn.Transformer(**(args | kw))
+def torch_transformer(**settings):
+    """nn.Transformer of our default shape, with ``settings`` changed."""
+    args = dict(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
+                dim_feedforward=1024, dropout=0.0, batch_first=True)
+    with warnings.catch_warnings():  # nested tensors: irrelevant to copying weights
+        warnings.simplefilter("ignore")
+        return nn.Transformer(**(args | settings))
 
-    ours = Transformer(TransformerConfig(VOCAB, VOCAB, dtype=torch.float32))
-    with pytest.raises(ValueError, match="shape"):
-        ours.load_torch_weights(ref(dim_feedforward=512))
-    with pytest.raises(ValueError, match="one encoder layer"):
-        ours.load_torch_weights(ref(num_encoder_layers=2))
-    with pytest.raises(ValueError, match="post-norm"):
-        ours.load_torch_weights(ref(norm_first=True))
-    with pytest.raises(ValueError, match="8 heads"):
-        ours.load_torch_weights(ref(nhead=4))
-    r = ref()
-    ours.load_torch_weights(r)
-    w = r.decoder.layers[0].multihead_attn.in_proj_weight
+
+def float32_model():
+    return Transformer(TransformerConfig(VOCAB, VOCAB, dtype=torch.float32))
+
+
+def test_load_torch_weights_copies_every_weight_and_splits_the_packed_projections():
+    ours, ref = float32_model(), torch_transformer()
+    ours.load_torch_weights(ref)
+    w = ref.decoder.layers[0].multihead_attn.in_proj_weight
     assert torch.equal(ours.decoder.cross_attn.k_proj.weight, w[256:512])
-    assert torch.equal(ours.encoder_norm.bias, r.encoder.norm.bias)
+    assert torch.equal(ours.encoder_norm.bias, ref.encoder.norm.bias)
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"activation": "gelu"}, "ref has activation='gelu', which ours cannot reproduce: ours "
+                             "computes activation='relu'; build the reference with "
+                             "activation='relu'"),
+    ({"activation": nn.GELU()}, "ref has activation='GELU'"),
+    ({"bias": False}, "ref has bias=False, which ours cannot reproduce: ours computes bias=True"),
+    ({"norm_first": True}, "ref has norm_first=True, which ours cannot reproduce"),
+    ({"layer_norm_eps": 1e-6}, "ref has layer_norm_eps=1e-06, which ours cannot reproduce: "
+                               "ours computes layer_norm_eps=1e-05"),
+    ({"d_model": 128}, r"ref has d_model=128, .*ours computes d_model=256; build the reference "
+                       r"with d_model=256, or our model with TransformerConfig\(d_model=128\)"),
+    ({"nhead": 4}, r"ref has nhead=4, .*TransformerConfig\(n_heads=4\)"),
+    ({"dim_feedforward": 512}, r"ref has dim_feedforward=512, .*TransformerConfig\(d_ff=512\)"),
+    ({"num_encoder_layers": 2}, "ref has num_encoder_layers=2, .* ours computes "
+                                "num_encoder_layers=1"),
+    ({"num_decoder_layers": 2}, "ref has num_decoder_layers=2"),
+])
+def test_load_torch_weights_refuses_a_setting_ours_does_not_compute(settings, named):
+    ours = float32_model()
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with pytest.raises(ValueError, match=named):
+        ours.load_torch_weights(torch_transformer(**settings))
+    assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())
+
+
+def test_load_torch_weights_refuses_a_custom_encoder_or_decoder():
+    class Scaled(nn.TransformerEncoder):  # the same weights, another function
+        def forward(self, *args, **kwargs):
+            return 2 * super().forward(*args, **kwargs)
+
+    layer = nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True)
+    with pytest.raises(ValueError, match="ref has a custom_encoder or custom_decoder"):
+        float32_model().load_torch_weights(torch_transformer(
+            custom_encoder=Scaled(layer, 1, norm=nn.LayerNorm(256))))
+    with pytest.raises(ValueError, match="ref has final encoder and decoder norms=False"):
+        float32_model().load_torch_weights(torch_transformer(
+            custom_encoder=nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)))
+    with pytest.raises(TypeError, match=r"ref must be a torch\.nn\.Transformer"):
+        float32_model().load_torch_weights(nn.Linear(2, 2))
+
+
+def test_load_torch_weights_checks_every_shape_before_copying_any():
+    ours, ref = float32_model(), torch_transformer()
+    ref.decoder.norm.weight = nn.Parameter(torch.ones(255))  # a shape no setting explains
+    nn.init.ones_(ref.encoder.norm.bias)  # ours is 0: copied before the decoder's norm, if at all
+    before = ours.encoder_norm.bias.clone()
+    with pytest.raises(ValueError, match=r"ref's decoder\.norm\.weight has shape \(255,\), "
+                                         r"ours \(256,\)"):
+        ours.load_torch_weights(ref)
+    assert torch.equal(ours.encoder_norm.bias, before)
+
+
+def test_core_names_an_input_whose_dtype_is_not_the_models():
+    model = model_in(torch.float16)
+    x = torch.zeros(1, 3, 256)
+    with pytest.raises(ValueError, match=r"src_x is torch\.float32 but the model computes in "
+                                         r"torch\.float16: pass src_x\.to\(torch\.float16\)"):
+        model.core(x, x.half(), None, None)
+    with pytest.raises(ValueError, match=r"tgt_mask is torch\.float32"):
+        model.core(x.half(), x.half(), None, torch.zeros(1, 1, 3, 3))
 
 
 def test_bad_arguments_are_named():
@@ -299,8 +359,8 @@ def test_generation_projects_the_source_once_and_each_new_token_once():
     with torch.no_grad():
         model.generator.bias[[PAD, EOS]] = -100  # run to the end
     rows = {"cross": [], "self": []}  # positions projected to keys, per call
-    for block in rows:
-        k_proj = getattr(model.decoder, f"{block}_attn").k_proj
-        k_proj.register_forward_hook(lambda m, i, o, block=block: rows[block].append(o.shape[1]))
-    model.generate(tokens(2, 5), max_len=4)
+    hooks = [(getattr(model.decoder, f"{block}_attn").k_proj,
+              lambda m, i, o, block=block: rows[block].append(o.shape[1])) for block in rows]
+    with forward_hooks(hooks):
+        model.generate(tokens(2, 5), max_len=4)
     assert rows == {"cross": [5], "self": [1, 1, 1, 1]}

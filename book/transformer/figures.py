@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
+from book.inspection import forward_hooks
 from book.transformer.model import AddNorm, FeedForward, MultiHeadAttention, Transformer
 from book.transformer.reversal import token_name
 
@@ -42,26 +43,14 @@ def sublayers(model: Transformer) -> dict[str, list[tuple[str, str, str]]]:
     """``{"encoder": [...], "decoder": [...]}``: each layer's sub-layers in the order a forward
     pass calls them, as ``(kind, text, equations)``, from a forward pass with hooks."""
     order: dict[str, list[str]] = {"encoder": [], "decoder": []}
-    hooks = [child.register_forward_hook(lambda m, a, o, side=side, name=name:
-                                         order[side].append(name))
+    hooks = [(child, lambda m, a, o, side=side, name=name: order[side].append(name))
              for side in order for name, child in getattr(model, side).named_children()]
     device = next(model.parameters()).device
     tokens = torch.full((1, 3), model.config.pad_id + 1, device=device) % model.config.src_vocab
-    try:
-        with torch.no_grad():
-            model(tokens, tokens % model.config.tgt_vocab)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    c = model.config
-    out = {}
-    for side, names in order.items():
-        rows = []
-        for name in names:
-            module = getattr(getattr(model, side), name)
-            rows.append(_describe(side, name, module, c))
-        out[side] = rows
-    return out
+    with torch.no_grad(), forward_hooks(hooks):
+        model(tokens, tokens % model.config.tgt_vocab)
+    return {side: [_describe(side, name, getattr(getattr(model, side), name), model.config)
+                   for name in names] for side, names in order.items()}
 
 
 def _describe(side: str, name: str, module, c) -> tuple[str, str, str]:

@@ -145,17 +145,39 @@ class MatMul(nn.Module):
         return checked(self, matmul(a, b), a, b)
 
 
-class Scores(nn.Module):
-    """The attention scores ``q k^T`` of (R12), at a scale 16 bits can hold.
+CENTRED = (torch.float16,)  # the dtypes whose scores Scores centres (see there)
 
-    ``q [B, h, Lq, d_k]`` (already divided by ``sqrt(d_k)``), ``k [B, h, Lk, d_k]`` ->
-    ``(a, shift)``: ``a = q k^T / 2**shift``, ``[B, h, Lq, Lk]``, with ``shift`` the smallest
-    integer >= 0 for which ``d_k max|q| max|k| / 2**shift < 2**15``. That bounds every partial
-    sum of every score, so no score and no running sum can overflow, in either accumulation
-    mode; the softmax multiplies the differences of the scores back by ``2**shift``. Scaling
-    by a power of two changes only exponents, so nothing is rounded differently except values
-    pushed below the smallest normal number (``2**-14`` in float16); and ``shift = 0``
-    whenever ``max|q| max|k| < 256``.
+
+def exponent_limits(dtype: torch.dtype) -> tuple[int, int]:
+    """``(low, high)`` for ``dtype``: ``2**low`` is its smallest normal number and ``2**high``
+    the smallest power of two beyond its largest finite one (float16: -14 and 16)."""
+    info = torch.finfo(dtype)
+    return math.frexp(info.tiny)[1] - 1, math.frexp(info.max)[1]
+
+
+class Scores(nn.Module):
+    """The attention scores ``q k^T`` of (R12), at a scale the dtype can hold; in float16,
+    centred on each row's largest score before they are rounded.
+
+    ``q [B, h, Lq, d_k]``, ``k [B, h, Lk, d_k]``, ``mask`` (additive, broadcastable to
+    ``[B, h, Lq, Lk]``, or None) -> ``(a, shift)``, ``a = (q k^T - m) / 2**shift`` of shape
+    ``[B, h, Lq, Lk]``, which the softmax (given ``shift``) turns into the weights of
+    ``q k^T``:
+
+    - ``shift``: the smallest integer >= 0 for which ``d_k max|q| max|k| / 2**shift`` is below
+      ``2**(high - 2)`` (:func:`exponent_limits`; ``2**14`` in float16). That keeps every
+      partial sum of every score, and of every score less ``m``, below ``2**(high - 1)``, so
+      nothing overflows in either accumulation mode. A power of two changes only exponents:
+      nothing is rounded differently except values pushed below the smallest normal number.
+    - ``m`` (:data:`CENTRED` dtypes only; else 0): float16 stores a score ``s`` to within
+      ``|s| 2**-11``, and that error goes into ``exp`` whole: a weight 5 % off at scores of
+      100, lost at scores of 2,000. The softmax needs only the differences to the row's
+      largest score, which the product holds exactly until it rounds. So the scores are
+      computed twice: rounded, to find ``m``, the row's largest score where ``mask`` allows
+      it; then ``q k^T - m``, the running sum started at ``-m`` and rounded once, so that the
+      scores that carry weight keep the precision of their own small size. bfloat16 would
+      gain too; it keeps the one product so that the demonstration's training (bfloat16
+      autocast) computes what it always has.
     """
 
     def __init__(self, d_k: int):
@@ -169,13 +191,20 @@ class Scores(nn.Module):
         if q_max == 0 or k_max == 0:
             return 0
         bits = math.frexp(q_max)[1] + math.frexp(k_max)[1] + (self.d_k - 1).bit_length()
-        return max(0, bits - 15)
+        return max(0, bits - (exponent_limits(q.dtype)[1] - 2))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         shift = self.shift(q, k)
         if shift:
             q = q * 2.0**-shift  # exact: a power of two
-        return matmul(q, k.transpose(-2, -1)), shift  # (B, h, Lq, Lk)
+        k_t = k.transpose(-2, -1)
+        a = matmul(q, k_t)  # (B, h, Lq, Lk)
+        if q.dtype not in CENTRED:
+            return a, shift
+        m = (a if mask is None else a + mask).amax(dim=-1, keepdim=True)  # (B, h, Lq, 1)
+        m = torch.where(m == -math.inf, 0.0, m)  # a fully masked row: nothing to centre on
+        return matmul(q, k_t, start=-m), shift  # (B, h, Lq, Lk)
 
 
 class Softmax(nn.Module):
@@ -220,7 +249,9 @@ class LayerNorm(nn.Module):
     float32; ``.to(dtype)`` casts it, ``sqrt(eps)`` included.
     """
 
-    def __init__(self, d: int, eps: float = 1e-5):
+    EPS = 1e-5  # as nn.LayerNorm's
+
+    def __init__(self, d: int, eps: float = EPS):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d))
@@ -229,7 +260,8 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.abs().amax(dim=-1, keepdim=True)  # D - 1 comparisons (abs clears a sign bit)
-        e = torch.frexp(t).exponent.clamp(min=-14)  # 1 comparison; t < 2**e, read from bits
+        low = exponent_limits(x.dtype)[0]
+        e = torch.frexp(t).exponent.clamp(min=low)  # 1 comparison; t < 2**e, read from bits
         p = torch.ldexp(torch.ones_like(t), -e)  # the power of two 2**-e, built from bits
         xs = x * p  # D mults, exact: the row scaled to max|xs| in [1/2, 1)
         mu = row_mean(xs)  # D - 1 adds, 1 div

@@ -31,6 +31,7 @@ from torch import nn
 
 from book.checks import is_int, positive_int
 from book.transformer.layers import (
+    CENTRED,
     Add,
     ApplyMask,
     CausalMask,
@@ -50,7 +51,8 @@ __all__ = ["BOS", "DTYPES", "EOS", "PAD", "Add", "AddNorm", "ApplyMask", "Causal
            "DecoderLayer", "EncoderLayer", "FeedForward", "KVCache", "KeyPaddingMask",
            "LayerNorm", "Linear", "MatMul", "MultiHeadAttention", "PositionalEncoding",
            "RangeError", "Scale", "ScaledDotProductAttention", "Scores", "Softmax",
-           "TokenEmbedding", "Transformer", "TransformerConfig", "check_batch", "check_tokens"]
+           "TokenEmbedding", "Transformer", "TransformerConfig", "check_batch", "check_tokens",
+           "check_torch_reference"]
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 PAD, BOS, EOS = 0, 1, 2  # special tokens; a task's own tokens come after them
@@ -98,10 +100,14 @@ class ScaledDotProductAttention(nn.Module):
     """Equations (R12) and (R16): ``softmax(Q K^T / sqrt(d_k) + M) V`` for every head.
 
     ``q``: ``[B, h, Lq, d_k]``, ``k`` and ``v``: ``[B, h, Lk, d_k]``, ``mask``: additive,
-    broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. The factor ``1/sqrt(d_k)``
-    is applied to Q before the product: the same number, ``Lq d_k`` multiplications instead
-    of ``Lq Lk``. :class:`~book.transformer.layers.Scores` returns the scores at a scale
-    16 bits can hold, and the exponent of that scale, which the softmax undoes.
+    broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. In float32 and bfloat16 the
+    factor ``1/sqrt(d_k)`` is applied to Q before the product: the same number, ``Lq d_k``
+    multiplications instead of ``Lq Lk``. In float16 (:data:`~book.transformer.layers.CENTRED`)
+    it is applied after, to the centred scores: rounding ``q / sqrt(d_k)`` to float16 moves a
+    score by up to ``|q| |k| 2**-12``, which at large scores is most of the softmax's error,
+    while the centred scores that carry weight are small and lose almost nothing.
+    :class:`~book.transformer.layers.Scores` returns the scores at a scale the dtype can hold,
+    and the exponent of that scale, which the softmax undoes.
     """
 
     def __init__(self, config: TransformerConfig):
@@ -114,7 +120,11 @@ class ScaledDotProductAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        a, shift = self.scores(self.scale(q), k)  # (B, h, Lq, Lk), scaled by 2**-shift
+        if q.dtype in CENTRED:
+            a, shift = self.scores(q, k, mask=mask)  # (B, h, Lq, Lk), less each row's max
+            a = self.scale(a)
+        else:
+            a, shift = self.scores(self.scale(q), k)  # (B, h, Lq, Lk), times 2**-shift
         if mask is not None:
             a = self.mask(a, mask)  # (R16)
         return self.context(self.softmax(a, shift), v)  # (B, h, Lq, d_k)
@@ -379,6 +389,12 @@ class Transformer(nn.Module):
                                  f"{list(x.shape)}")
             if not torch.isfinite(x).all():
                 raise ValueError(f"{name} holds inf or NaN")
+        for name, x in (("src_x", src_x), ("tgt_x", tgt_x), ("src_mask", src_mask),
+                        ("tgt_mask", tgt_mask)):
+            if x is not None and x.dtype != self.dtype:
+                raise ValueError(f"{name} is {x.dtype} but the model computes in {self.dtype}: "
+                                 f"pass {name}.to({self.dtype}), or convert the model with "
+                                 f"model.to({x.dtype})")
         check_batch(src_x=src_x, tgt_x=tgt_x)
         memory = self.encoder_norm(self.encoder(src_x, src_mask))
         return self.decoder_norm(self.decoder(tgt_x, memory, tgt_mask, src_mask))
@@ -387,26 +403,19 @@ class Transformer(nn.Module):
     def load_torch_weights(self, ref: nn.Transformer) -> Transformer:
         """Copy the weights of ``nn.Transformer(d_model, nhead, 1, 1, d_ff, batch_first=True)``.
 
-        ``in_proj_weight`` stacks ``W^Q; W^K; W^V`` (``[3d, d]``); it is split into our three
-        projections. Every copied shape is checked; values are rounded to our dtype.
+        A setting of ``ref`` that ours does not compute is refused first
+        (:func:`check_torch_reference`). ``in_proj_weight`` stacks ``W^Q; W^K; W^V``
+        (``[3d, d]``); it is split into our three projections. Every copied shape is checked;
+        values are rounded to our dtype.
         """
-        if len(ref.encoder.layers) != 1 or len(ref.decoder.layers) != 1:
-            raise ValueError("ref must have exactly one encoder layer and one decoder layer")
-        if ref.encoder.layers[0].norm_first or ref.decoder.layers[0].norm_first:
-            raise ValueError("ref must be post-norm (norm_first=False)")
-        if ref.encoder.norm is None or ref.decoder.norm is None:
-            raise ValueError("ref must have its final encoder and decoder LayerNorms")
+        check_torch_reference(ref, self.config)
         pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
         def same(ours: nn.Module, theirs: nn.Module, name: str) -> None:
-            if isinstance(theirs, nn.LayerNorm) and theirs.eps != ours.eps:
-                raise ValueError(f"{name}: eps {theirs.eps} differs from ours {ours.eps}")
             for p in ("weight", "bias"):
                 pairs.append((f"{name}.{p}", getattr(ours, p), getattr(theirs, p)))
 
         def attn(ours: MultiHeadAttention, theirs: nn.MultiheadAttention, name: str) -> None:
-            if theirs.num_heads != ours.n_heads or theirs.in_proj_weight is None:
-                raise ValueError(f"{name}: expected {ours.n_heads} heads with packed q, k, v")
             w, b = theirs.in_proj_weight.chunk(3), theirs.in_proj_bias.chunk(3)
             for i, proj in enumerate((ours.q_proj, ours.k_proj, ours.v_proj)):
                 pairs.append((f"{name}.in_proj_weight[{i}]", proj.weight, w[i]))
@@ -433,7 +442,50 @@ class Transformer(nn.Module):
             raise ValueError("some parameters of ref have no counterpart in this model")
         for name, dst, src in pairs:
             if dst.shape != src.shape:
-                raise ValueError(f"{name}: shape {tuple(src.shape)} does not fit ours "
-                                 f"{tuple(dst.shape)}")
+                raise ValueError(f"ref's {name} has shape {tuple(src.shape)}, ours "
+                                 f"{tuple(dst.shape)}: build the reference with our config's "
+                                 "shape")
+        for _, dst, src in pairs:  # nothing is copied unless everything fits
             dst.copy_(src)
         return self
+
+
+def check_torch_reference(ref: nn.Transformer, config: TransformerConfig) -> None:
+    """A ``ValueError`` naming the first setting of ``ref`` that our model of ``config`` does
+    not compute (so that its weights would give other outputs), what ours computes, and what
+    to change; a ``TypeError`` unless ``ref`` is an ``nn.Transformer``."""
+    if not isinstance(ref, nn.Transformer):
+        raise TypeError(f"ref must be a torch.nn.Transformer, got {type(ref).__name__}")
+    enc, dec = ref.encoder, ref.decoder
+    own = {enc: nn.TransformerEncoder, dec: nn.TransformerDecoder}
+    if any(type(m) is not t for m, t in own.items()) or any(
+            type(layer) not in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+            for layer in (*enc.layers, *dec.layers)):
+        raise ValueError("ref has a custom_encoder or custom_decoder, which ours cannot "
+                         "reproduce: ours computes nn.Transformer's own encoder and decoder "
+                         "layers; build the reference without custom_encoder/custom_decoder")
+    layers = (*enc.layers, *dec.layers)
+    other = [a for a in (layer.activation for layer in layers)
+             if not (a is nn.functional.relu or isinstance(a, nn.ReLU))]
+    eps = sorted({m.eps for m in ref.modules() if isinstance(m, nn.LayerNorm)})
+    settings = (  # (setting, ref's value, ours, the config field that would follow ref's)
+        ("final encoder and decoder norms", None not in (enc.norm, dec.norm), True, None),
+        ("num_encoder_layers", len(enc.layers), 1, None),
+        ("num_decoder_layers", len(dec.layers), 1, None),
+        ("d_model", ref.d_model, config.d_model, "d_model"),
+        ("nhead", ref.nhead, config.n_heads, "n_heads"),
+        ("dim_feedforward", layers[0].linear1.out_features, config.d_ff, "d_ff"),
+        ("norm_first", any(layer.norm_first for layer in layers), False, None),
+        ("activation", getattr(other[0], "__name__", type(other[0]).__name__) if other else "relu",
+         "relu", None),
+        ("bias", layers[0].linear1.bias is not None, True, None),
+        ("layer_norm_eps", eps[0] if eps != [LayerNorm.EPS] else LayerNorm.EPS, LayerNorm.EPS,
+         None),
+    )
+    for setting, theirs, ours, field in settings:
+        if theirs != ours:
+            fix = f"build the reference with {setting}={ours!r}"
+            if field:
+                fix += f", or our model with TransformerConfig({field}={theirs!r})"
+            raise ValueError(f"ref has {setting}={theirs!r}, which ours cannot reproduce: ours "
+                             f"computes {setting}={ours!r}; {fix}")

@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from dataclasses import replace
 
 import pandas as pd
 import torch
 from torch import nn
 
 from book.hardware import cpu_flags, dtype_label
+from book.inspection import forward_hooks
 from book.speed.timing import benchmark_module
 from book.transformer.model import (
     DTYPES,
@@ -47,6 +49,7 @@ __all__ = [
     "TextbookLayerNorm",
     "TextbookScores",
     "TextbookSoftmax",
+    "against_pytorch",
     "cpu_16bit_support",
     "first_failure",
     "inference_times",
@@ -72,14 +75,19 @@ def cpu_16bit_support(flags: frozenset[str] | None = None) -> dict[str, tuple[st
     return {fmt: tuple(f for f in wanted if f in flags) for fmt, wanted in CPU_16BIT_FLAGS.items()}
 
 
-def torch_reference(seed: int = 0, d_ff: int = 1024) -> nn.Transformer:
-    """``nn.Transformer(256, 8, 1, 1, d_ff, dropout=0, batch_first=True)`` in eval mode, the
-    same for the same seed, computing every position (no nested tensors, which would zero
-    the padded ones and warn)."""
+# The encoder-decoder core compared with nn.Transformer: the vocabularies do not enter it.
+CORE = TransformerConfig(src_vocab=10, tgt_vocab=10, dtype=torch.float32)
+
+
+def torch_reference(config: TransformerConfig = CORE, seed: int = 0) -> nn.Transformer:
+    """``nn.Transformer`` of ``config``'s shape (``d_model``, ``n_heads``, ``d_ff``, one layer
+    each side, no dropout, batch first) in eval mode, the same for the same seed, computing
+    every position (no nested tensors, which would zero the padded ones and warn)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        ref = nn.Transformer(d_model=256, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
-                             dim_feedforward=d_ff, dropout=0.0, batch_first=True).eval()
+        ref = nn.Transformer(d_model=config.d_model, nhead=config.n_heads,
+                             num_encoder_layers=1, num_decoder_layers=1,
+                             dim_feedforward=config.d_ff, dropout=0.0, batch_first=True).eval()
     ref.encoder.use_nested_tensor = False
     return ref
 
@@ -102,18 +110,20 @@ def _with_torch_layer_norms(model: Transformer) -> Transformer:
 
 @torch.no_grad()
 def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
-                         dtypes: tuple[torch.dtype, ...] = DTYPES) -> pd.DataFrame:
-    """Ours and ``nn.Transformer`` with the same weights, masks and inputs.
+                         dtypes: tuple[torch.dtype, ...] = DTYPES,
+                         config: TransformerConfig = CORE) -> pd.DataFrame:
+    """Ours and ``nn.Transformer`` with the same weights, masks and inputs, both of
+    ``config``'s shape.
 
-    Random inputs ``src_x [batch, S, 256]``, ``tgt_x [batch, T, 256]`` with some padding, a
+    Random inputs ``src_x [batch, S, d_model]``, ``tgt_x [batch, T, d_model]``, some padding, a
     causal target mask; the reference is PyTorch in float32. For each dtype, the largest and
     mean absolute deviation of PyTorch's and of our encoder-decoder output (padded target
     positions included) from that reference, and of ours with PyTorch's LayerNorm kernel.
     """
     g = torch.Generator().manual_seed(seed)
-    ref = torch_reference(seed)
-    src_x = torch.randn(batch, S, 256, generator=g)
-    tgt_x = torch.randn(batch, T, 256, generator=g)
+    ref = torch_reference(config, seed)
+    src_x = torch.randn(batch, S, config.d_model, generator=g)
+    tgt_x = torch.randn(batch, T, config.d_model, generator=g)
     # token ids only to place the padding: lengths in [1, L], so no row is all padding
     src_len = torch.randint(1, S + 1, (batch,), generator=g)
     tgt_len = torch.randint(1, T + 1, (batch,), generator=g)
@@ -128,7 +138,6 @@ def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
                  tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
 
     reference = torch_out(torch.float32).double()
-    config = TransformerConfig(10, 10, dtype=torch.float32)
     rows = []
     for dtype in dtypes:
         ours = Transformer(config).load_torch_weights(ref).to(dtype).eval()
@@ -191,7 +200,7 @@ class TextbookScores(Scores):
     """``(Q K^T) / sqrt(d_k)``: the product first, then the scale (the model's ``Scale``
     before it is set to 1)."""
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, mask=None) -> tuple[torch.Tensor, int]:
         return (q @ k.transpose(-2, -1)) * (1 / math.sqrt(self.d_k)), 0
 
 
@@ -214,33 +223,37 @@ def _error(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, str]:
     return (out.double() - reference).abs().max().item(), FINITE
 
 
+FUSED, COMPOSITE = "PyTorch float16, fused (eval)", "PyTorch float16, composite (train)"
+
+
 @torch.no_grad()
-def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9,
-                    seed: int = 0) -> pd.DataFrame:
+def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
+                    config: TransformerConfig = CORE) -> pd.DataFrame:
     """The float16 core on embedded inputs ``sigma * N(0, 1)``, against float64.
 
-    ``nn.Transformer``'s weights (:func:`~book.transformer.numerics.torch_reference`) rounded to
-    float16 serve everyone; the inputs are rounded to float16 too, and the float64 reference
-    computes on exactly those numbers, so an error is the arithmetic's alone. A causal
-    target mask and no padding (which keeps PyTorch's fused path open). Rows: ``sigma``,
-    ``model``, ``max_abs_error`` (NaN without a finite result), ``outcome`` (finite; inf or NaN
-    returned, or caught by the check of a later step; RangeError raised: a value out of
-    range), ``step`` (the step that raised or caught it) and ``max_score`` (the largest
-    attention score of the float64 run of our model, at that ``sigma``).
+    ``nn.Transformer``'s weights of ``config``'s shape (:func:`torch_reference`) rounded to
+    float16 serve everyone; the inputs ``[batch, S or T, d_model]`` are rounded to float16
+    too, and the float64 reference computes on exactly those numbers, so an error is the
+    arithmetic's alone. A causal target mask and no padding (which keeps PyTorch's fused path
+    open). Rows: ``sigma``, ``model``, ``max_abs_error`` (NaN without a finite result),
+    ``outcome`` (finite; inf or NaN returned, or caught by the check of a later step;
+    RangeError raised: a value out of range), ``step`` (the step that raised or caught it) and
+    ``max_score`` (the largest attention score ``|q k^T| / sqrt(d_k)`` in float64, at that
+    ``sigma``).
     """
-    ref16 = torch_reference(seed).half()
-    ref64 = copy.deepcopy(ref16).double()
-    ours = Transformer(TransformerConfig(10, 10)).load_torch_weights(ref16).eval()
+    fused = torch_reference(config, seed).half()
+    composite = copy.deepcopy(fused).train()  # dropout is 0: the same function, unfused
+    ref64 = copy.deepcopy(fused).double()
+    ours = Transformer(replace(config, dtype=torch.float16)).load_torch_weights(fused).eval()
     textbook = textbook_model(ours)
     ours64, scores = copy.deepcopy(ours).double(), []
-    for module in ours64.modules():
-        if isinstance(module, Scores):  # the scores as they are: a * 2**shift
-            module.register_forward_hook(
-                lambda m, args, out: scores.append(out[0].abs().max().item() * 2.0**out[1]))
+    watch = [(m, lambda m, args, out: scores.append((args[0] @ args[1].mT).abs().max().item()))
+             for m in ours64.modules() if isinstance(m, Scores)]  # float64: q is scaled first
     causal = torch.ones(T, T, dtype=torch.bool).triu(1)
     tgt_mask = ours.causal(torch.zeros(batch, 1, 1, T, dtype=torch.float16))  # (B, 1, T, T)
     g = torch.Generator().manual_seed(seed)
-    src_z, tgt_z = torch.randn(batch, S, 256, generator=g), torch.randn(batch, T, 256, generator=g)
+    src_z = torch.randn(batch, S, config.d_model, generator=g)
+    tgt_z = torch.randn(batch, T, config.d_model, generator=g)
     rows, max_scores = [], []
     for sigma in sigmas:
         src_x, tgt_x = (sigma * src_z).half(), (sigma * tgt_z).half()
@@ -248,16 +261,12 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9,
             raise ValueError(f"sigma = {sigma:g} gives inputs beyond float16's range")
         reference = ref64(src_x.double(), tgt_x.double(), tgt_mask=causal)
         scores.clear()
-        ours64.core(src_x.double(), tgt_x.double(), None, tgt_mask.double())
+        with forward_hooks(watch):
+            ours64.core(src_x.double(), tgt_x.double(), None, tgt_mask.double())
         max_scores.append(max(scores))
-        ref16.eval()
-        fused = ref16(src_x, tgt_x, tgt_mask=causal)
-        ref16.train()  # dropout is 0: the same function, through the composite path
-        composite = ref16(src_x, tgt_x, tgt_mask=causal)
-        ref16.eval()
-        rows.append((sigma, "PyTorch float16, fused (eval)", *_error(fused, reference), ""))
-        rows.append((sigma, "PyTorch float16, composite (train)",
-                     *_error(composite, reference), ""))
+        for who, torch_model in ((FUSED, fused), (COMPOSITE, composite)):
+            rows.append((sigma, who, *_error(torch_model(src_x, tgt_x, tgt_mask=causal),
+                                             reference), ""))
         for who, model in (("ours", ours), ("textbook formulas", textbook)):
             try:
                 rows.append((sigma, who, *_error(model.core(src_x, tgt_x, None, tgt_mask),
@@ -268,6 +277,15 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9,
     table = pd.DataFrame(rows, columns=["sigma", "model", "max_abs_error", "outcome", "step"])
     table["max_score"] = table["sigma"].map(dict(zip(sigmas, max_scores, strict=True)))
     return table
+
+
+def against_pytorch(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per ``sigma`` of a :func:`magnitude_sweep`: the largest error of ours and of PyTorch's
+    two float16 paths (NaN: no finite result), and ``ours / PyTorch``, ours divided by the
+    smaller of PyTorch's finite errors (NaN where neither path is finite)."""
+    errors = sweep.pivot(index="sigma", columns="model", values="max_abs_error")
+    table = errors[["ours", FUSED, COMPOSITE]]
+    return table.assign(**{"ours / PyTorch": table["ours"] / table[[FUSED, COMPOSITE]].min(axis=1)})
 
 
 @torch.no_grad()

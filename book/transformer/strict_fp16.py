@@ -85,10 +85,22 @@ def accumulate(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
     return acc
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for ``[..., M, K] @ [..., K, N]``; in strict mode accumulated in 16 bits."""
+def matmul(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    """``start + a @ b`` for ``[..., M, K] @ [..., K, N]``, ``start`` broadcastable to
+    ``[..., M, N]`` (None: zero). The running sum starts at ``start``, so it is added before
+    the one rounding (PyTorch's kernels: float32, rounded once) or, in strict mode, is the
+    16-bit running sum's first value."""
     block = strict_block(a, b)
-    return a @ b if block is None else accumulate(None, a, b, block)
+    if block is not None:
+        return accumulate(None if start is None else start.expand(*a.shape[:-1], b.shape[-1]),
+                          a, b, block)
+    if start is None:
+        return a @ b
+    *batch, m, n = torch.broadcast_shapes(a.shape[:-1] + b.shape[-1:], start.shape)
+    flat = (a.expand(*batch, m, a.shape[-1]).reshape(-1, m, a.shape[-1]),
+            b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:]))
+    out = torch.baddbmm(start.expand(*batch, m, n).reshape(-1, m, n), *flat)  # (batch, M, N)
+    return out.view(*batch, m, n)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
