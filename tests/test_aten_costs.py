@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from book.counting.costs import COSTS, ZERO_COST, attention_cost, softmax_counts
+from book.counting.closed_forms import attention_cost
+from book.counting.costs import COSTS, ZERO_COST
 from book.counting.counter import OP_KINDS, UncountedOperationError, count_operators, count_ops
 
 
@@ -194,13 +195,81 @@ def test_activation_counts_per_element():
                    nn.LeakyReLU(): [1, 0, 0, 0, 0, 0], nn.PReLU(): [1, 0, 0, 0, 0, 0]}
     for module, counts in per_element.items():
         assert row(count_ops(module, (2, 3, 5))) == [n * c for c in counts], module
-    assert softmax_counts(1, 5, guarded=True)["comparisons"] == 4 + 5
+    # attention's _safe_softmax over 5 scores: the maximum (4) and each score against -inf (5)
+    safe = count_ops(Lambda(lambda x: torch.ops.aten._safe_softmax(x, -1)), (1, 5))
+    assert row(safe) == [0, 4 + 5, 5, 5, 0, 4 + 5]
+
+
+def test_softmax_counts_what_a_hand_count_of_its_steps_gives():
+    # one row of 4: max 3 comparisons, 4 subtractions, 4 exps, sum 3 additions, 4 divisions
+    assert row(count_ops(nn.Softmax(-1), (1, 4))) == [0, 4 + 3, 4, 4, 0, 3]
+
+
+# --------------------------------------------------------------------------- argument-dependent
+
+class Accumulate(nn.Module):
+    """Writes of ``values`` into a zero (4, 3) tensor, accumulating or not."""
+
+    def __init__(self, write):
+        super().__init__()
+        self.write = write
+
+    def forward(self, values):  # values: (3, 3)
+        return self.write(torch.zeros(4, 3), values)
+
+
+ROWS = torch.tensor([0, 1, 1])
+MASK = torch.tensor([True, False, True, True])  # three of the four rows
+WRITES = {  # name -> (write, additions it does into the (4, 3) target)
+    "index_put accumulating": (lambda t, v: t.index_put_((ROWS,), v, accumulate=True), 9),
+    "index_put plain": (lambda t, v: t.index_put_((ROWS,), v), 0),
+    "index_put of a column": (lambda t, v: t.index_put_((ROWS, ROWS), v[0], accumulate=True), 3),
+    "index_put through a mask": (lambda t, v: t.index_put_((MASK,), v[0], accumulate=True),
+                                 3 * 3),
+    "put accumulating": (lambda t, v: t.put_(ROWS, v[0], accumulate=True), 3),
+    "index_add": (lambda t, v: t.index_add_(0, ROWS, v), 9),
+    "scatter_add": (lambda t, v: t.scatter_add_(0, ROWS[:, None].expand(3, 3), v), 9),
+    "scatter reducing": (lambda t, v: t.scatter_(0, ROWS[:, None].expand(3, 3), 2.0,
+                                                 reduce="add"), 9),
+    "scatter plain": (lambda t, v: t.scatter_(0, ROWS[:, None].expand(3, 3), v), 0),
+}
+
+
+@pytest.mark.parametrize("name", list(WRITES))
+def test_a_write_that_accumulates_counts_one_addition_per_value_written(name):
+    write, additions = WRITES[name]
+    assert row(count_ops(Accumulate(write), torch.ones(3, 3))) == [0, additions, 0, 0, 0, 0]
+
+
+def test_clamp_counts_a_comparison_per_tensor_bound_and_none_for_a_constant():
+    bound = Lambda(lambda x: torch.clamp(x, min=x[:1], max=x[1:2]))
+    assert row(count_ops(bound, (2, 3))) == [0, 0, 0, 0, 0, 2 * 6]
+    assert row(count_ops(Lambda(lambda x: torch.clamp(x, min=0.0)), (2, 3))) == [0] * 6
+
+
+@pytest.mark.parametrize("module", [nn.RNN(3, 4), nn.RNN(3, 4, num_layers=2, bidirectional=True),
+                                    nn.MultiheadAttention(4, 2)])
+def test_biases_named_otherwise_are_counted_only_with_bias(module):
+    # bias_ih_l0, bias_hh_l1_reverse, in_proj_bias: their additions are bias, off by default
+    x = (torch.zeros(2, 1, 3),) if isinstance(module, nn.RNN) else (torch.zeros(2, 1, 4),) * 3
+    without = count_operators(module, x)
+    with_bias = count_operators(module, x, bias=True)
+    assert "bias" not in set(without["category"])
+    biased = with_bias.query("category == 'bias'")["adds"].sum()
+    assert with_bias["adds"].sum() - without["adds"].sum() == biased > 0
+
+
+def test_an_rnn_without_bias_counts_what_its_products_and_sums_do():
+    # per step and direction: x W_ih^T (4 outputs of 3 terms) + h W_hh^T (4 of 4), added
+    counted = row(count_ops(nn.RNN(3, 4, bias=False), (2, 1, 3), bias=True))
+    assert counted[:2] == [2 * 4 * (3 + 4), 2 * 4 * ((3 - 1) + (4 - 1) + 1)]
 
 
 # --------------------------------------------------------------------------- refused
 
 REFUSED = {  # arithmetic that the deny-list before this table let through as zero
     "atan2": lambda x: torch.atan2(x, x), "logsumexp": lambda x: torch.logsumexp(x, -1),
+    "l1 norm": lambda x: x.norm(p=1, dim=-1),
     "addr": lambda x: torch.addr(x[0, 0], x[0, 0, 0], x[0, 0, 0]),
     "cdist": lambda x: torch.cdist(x, x), "glu": lambda x: F.glu(x, -1),
     "logsigmoid": F.logsigmoid, "cumsum": lambda x: x.cumsum(-1),
@@ -208,7 +277,7 @@ REFUSED = {  # arithmetic that the deny-list before this table let through as ze
     "grid_sample": lambda x: F.grid_sample(x, x.new_zeros(2, 2, 2, 2), align_corners=False),
     "rfft": lambda x: torch.fft.rfft(x).real, "log": torch.log, "sin": torch.sin,
     "abs": torch.abs, "neg": torch.neg, "var": lambda x: x.var(-1),
-    "norm": lambda x: x.norm(dim=-1), "softplus": F.softplus, "elu": F.elu, "mish": F.mish,
+"softplus": F.softplus, "elu": F.elu, "mish": F.mish,
     "prod": lambda x: x.prod(-1), "lerp": lambda x: torch.lerp(x, x, 0.3),
     "topk": lambda x: x.topk(2, -1).values, "pow 0.75": lambda x: x ** 0.75,
     "logical and": lambda x: (x > 0) & (x < 1),

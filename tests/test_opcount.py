@@ -11,32 +11,17 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from strategies import MNIST, SETTINGS, conv_configs, pool_configs, totals
 from torch import nn
 
-from book.counting import counter
+from book.counting.closed_forms import conv2d_ops, conv_output_size, linear_ops, pool2d_ops
 from book.counting.counter import (
     OP_KINDS,
     UncountedOperationError,
     closed_form_ops,
-    conv2d_ops,
-    conv_output_size,
     count_operators,
     count_ops,
-    linear_ops,
-    pool2d_ops,
     pytorch_flops,
-    register_counter,
 )
 from book.counting.figures import plot_layer_ops
 from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
-
-
-@pytest.fixture
-def registry():
-    """Register counters in a test without leaking them into the others."""
-    saved = dict(counter._COUNTERS)
-    yield
-    counter._COUNTERS.clear()
-    counter._COUNTERS.update(saved)
-
 
 # --------------------------------------------------------------------------- LeNet-5 totals
 
@@ -271,10 +256,11 @@ def test_arithmetic_in_a_forward_body_is_counted_in_its_modules_row():
     assert gate[list(OP_KINDS)].tolist() == [48, 3 * 15 + 3, 3 + 3, 3, 0, 0]
 
 
-def test_subclass_with_its_own_forward_does_not_inherit_a_counter(registry):
-    @register_counter(Residual)
+def test_subclass_with_its_own_forward_does_not_inherit_a_counter():
     def count_residual(module, inputs, output, *, bias, pooling):
         return {"adds": 1}
+
+    counters = {Residual: count_residual}
 
     class DoubledResidual(Residual):
         def forward(self, x):
@@ -283,8 +269,9 @@ def test_subclass_with_its_own_forward_does_not_inherit_a_counter(registry):
     class PlainResidual(Residual):
         pass
 
-    assert count_ops(PlainResidual(), (1, 2, 4, 4))["adds"].tolist() == [1]
-    doubled = count_ops(DoubledResidual(), (1, 2, 4, 4))  # counted operator by operator
+    assert count_ops(PlainResidual(), (1, 2, 4, 4), counters=counters)["adds"].tolist() == [1]
+    # counted operator by operator
+    doubled = count_ops(DoubledResidual(), (1, 2, 4, 4), counters=counters)
     assert list(doubled["layer"]) == ["conv", ""]
     assert doubled.loc[1, ["mults", "adds"]].tolist() == [32, 32]
 
@@ -334,34 +321,54 @@ def test_harmless_tensor_ops_in_a_container_are_allowed():
     assert totals(count_ops(Plumbing(), (2, 3, 4))) == (6 * 16, 6 * 12)
 
 
-def test_registered_type_is_counted_as_one_unit(registry):
-    @register_counter(Residual)
+def test_a_type_given_a_counter_is_counted_as_one_unit_in_that_count_only():
     def count_residual(module, inputs, output, *, bias, pooling):
         inner = conv2d_ops(2, 2, tuple(output.shape[-2:]), 3, padding=1, bias=bias)
         return {"mults": inner["mults"], "adds": inner["adds"] + output.numel()}
 
     model = nn.Sequential(Residual(), nn.ReLU(), Residual())
-    table = count_ops(model, (1, 2, 4, 4))
+    table = count_ops(model, (1, 2, 4, 4), counters={Residual: count_residual})
     assert list(table["layer"]) == ["0", "1", "2"]
     assert list(table["kind"]) == ["Residual", "ReLU", "Residual"]
     assert totals(table) == (2 * 32 * 18, 2 * (32 * 17 + 32))
+    operators = count_operators(model, (1, 2, 4, 4), counters={Residual: count_residual})
+    assert operators.query("layer == '0'")["category"].tolist() == ["counted as a unit"]
 
-    @register_counter(Residual)  # a later registration replaces the earlier one
     def count_nothing(module, inputs, output, *, bias, pooling):
         return {"divs": 1}
 
-    assert count_ops(model, (1, 2, 4, 4))["divs"].tolist() == [1, 0, 1]
+    assert count_ops(model, (1, 2, 4, 4), counters={Residual: count_nothing})[
+        "divs"].tolist() == [1, 0, 1]
+    plain = count_ops(model, (1, 2, 4, 4))  # no counters given: operator by operator
+    assert list(plain["layer"]) == ["0.conv", "0", "1", "2.conv", "2"]
 
 
-def test_a_counter_must_return_known_kinds_and_counts(registry):
-    register_counter(Atan2)(lambda module, inputs, output, *, bias, pooling: {"flops": 1})
+def test_a_counter_must_return_known_kinds_and_counts():
+    def flops(module, inputs, output, *, bias, pooling):
+        return {"flops": 1}
+
+    def negative(module, inputs, output, *, bias, pooling):
+        return {"mults": -1}
+
     with pytest.raises(TypeError, match="keys from"):
-        count_ops(Atan2(), (1, 3))
-    register_counter(Atan2)(lambda module, inputs, output, *, bias, pooling: {"mults": -1})
+        count_ops(Atan2(), (1, 3), counters={Atan2: flops})
     with pytest.raises(ValueError, match="mults=-1"):
+        count_ops(Atan2(), (1, 3), counters={Atan2: negative})
+
+
+@pytest.mark.parametrize(("counters", "message"), [
+    ({int: lambda *a, **k: {}}, r"counters: expected nn\.Module subclasses as keys, got <class"),
+    ({nn.Linear: "count"}, "counters: the counter for Linear is not callable"),
+    ([nn.Linear], "counters: expected a mapping"),
+])
+def test_bad_counters_are_refused_saying_what_is_wrong(counters, message):
+    with pytest.raises(TypeError, match=message):
+        count_ops(nn.Linear(3, 3), (1, 3), counters=counters)
+
+
+def test_the_refusals_say_how_to_count_a_module_as_a_unit():
+    with pytest.raises(UncountedOperationError, match=r"counters=\{ModuleType: counter\}"):
         count_ops(Atan2(), (1, 3))
-    with pytest.raises(TypeError, match=r"nn\.Module subclasses"):
-        register_counter(int)
 
 
 @pytest.mark.parametrize(("call", "message"), [

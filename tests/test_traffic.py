@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from book.counting import counter
+from book.counting.counter import count_ops
 from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
 from book.speed.traffic import TRAFFIC_COLUMNS, count_traffic
 
@@ -109,7 +109,7 @@ def test_every_layer_of_lenet_reads_its_own_weights_and_sees_the_shape_it_output
 def test_the_counts_are_those_of_count_ops_and_work_on_the_meta_device():
     model = LeNet5DSC().to("meta")
     table = count_traffic(model, (1024, 1, 28, 28), bias=True, pooling=True)
-    ops = counter.count_ops(model, (1024, 1, 28, 28), bias=True, pooling=True)
+    ops = count_ops(model, (1024, 1, 28, 28), bias=True, pooling=True)
     assert table[list(ops.columns)].equals(ops)
     assert table.loc[table["layer"] == "c1.depthwise", "input_bytes"].item() == F32 * 1024 * 784
 
@@ -123,15 +123,10 @@ def test_a_container_doing_its_own_arithmetic_is_refused_not_guessed():
         count_traffic(Gated(nn.Linear(3, 3)), (2, 3))
 
 
-def test_a_registered_unit_reads_all_its_weights_in_one_row():
-    saved = dict(counter._COUNTERS)
-    try:
-        @counter.register_counter(DepthwiseSeparableConv2d)
-        def separable(module, inputs, output, *, bias, pooling):
-            return {"mults": 1}
+def test_a_module_counted_as_a_unit_reads_all_its_weights_in_one_row():
+    def separable(module, inputs, output, *, bias, pooling):
+        return {"mults": 1}
 
-        row = only_row(DepthwiseSeparableConv2d(3, 5, 3), (1, 3, 6, 6))
-        assert_traffic(row, 3 * 36, 3 * 9 + 3 + 5 * 3 + 5, 5 * 16)
-    finally:
-        counter._COUNTERS.clear()
-        counter._COUNTERS.update(saved)
+    row = only_row(DepthwiseSeparableConv2d(3, 5, 3), (1, 3, 6, 6),
+                   counters={DepthwiseSeparableConv2d: separable})
+    assert_traffic(row, 3 * 36, 3 * 9 + 3 + 5 * 3 + 5, 5 * 16)

@@ -1,11 +1,21 @@
-"""The closed forms that the counts of :mod:`book.counting.counter` must agree with.
+"""What an operation costs, from its sizes: the closed forms every count in the book agrees with.
+
+The per-operation formulas (:func:`dot_products`, :func:`reduction`, :func:`softmax_counts`,
+:func:`norm_counts`, :func:`attention_cost`, :func:`pool_windows` and :func:`pool_counts`,
+the last three split by category, :data:`CATEGORIES`, so that a table can say what the
+multiplications are) are the book's one cost model, written once: the
+aten table of :mod:`book.counting.costs` prices each operator with them (its docstring states
+every convention, the softmax's included), the layer formulas below (:func:`conv2d_ops`,
+:func:`linear_ops`, :func:`pool2d_ops`) add them up from a layer's hyper-parameters, and
+:mod:`book.transformer.costs` adds them up from the Transformer's lengths. Sizes may be ints or
+sympy symbols (the formulas use no ``max``, ``int`` or comparison of a size), so the same
+functions give the polynomials of Part d and of the Transformer.
 
 The book's convention (equation opc-conv): one output element of a convolution needs
 ``C_in/groups * K_h * K_w`` multiplications and one fewer additions, one output of a linear
 layer ``in_features`` multiplications and ``in_features - 1`` additions; ``bias=True`` adds one
-addition per output element. A ``k x k`` average pool costs ``k*k - 1`` additions and one
-multiplication (by ``1/k^2``) per output, a max pool ``k*k - 1`` comparisons. Counts are for
-the whole batch; a bad argument raises ``ValueError`` naming it.
+addition per output element. Counts are for the whole batch; a bad argument raises
+``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -14,8 +24,20 @@ import torch
 
 from book.checks import is_int, positive_int
 
-__all__ = ["conv2d_ops", "conv_output_size", "int_tuple", "linear_ops", "pool2d_ops"]
+__all__ = [
+    "CATEGORIES", "adaptive_windows", "attention_cost", "conv2d_ops", "conv_output_size",
+    "dot_products", "int_tuple", "linear_ops", "norm_counts", "plus", "pool2d_ops",
+    "pool_counts", "pool_windows", "reduction", "softmax_counts",
+]
 
+PRODUCTS, BIAS, NORM, ELEMENTWISE = "products", "bias", "normalization", "elementwise"
+ACTIVATION, SOFTMAX, REDUCTION, POOLING = "activation", "softmax", "reduction", "pooling"
+CATEGORIES = (PRODUCTS, BIAS, NORM, ELEMENTWISE, ACTIVATION, SOFTMAX, REDUCTION, POOLING)
+
+Counts = dict[str, int]  # kind of operation ("mults", "adds", ...) -> count
+Parts = dict[str, Counts]  # category -> counts
+
+# Sizes may be ints or sympy symbols: no max(), int() or comparison of a size in the formulas.
 
 def int_tuple(name: str, value, dims: int, *, minimum: int = 1) -> tuple[int, ...]:
     """``value`` (an int for every dimension, or ``dims`` ints) as a tuple of ``dims`` ints of
@@ -54,6 +76,98 @@ def conv_output_size(input_size, kernel_size, *, stride=1, padding=0, dilation=1
     return tuple(out)
 
 
+# Sizes may be ints or sympy symbols: no max(), int() or comparison of a size in here.
+
+def plus(*counts: Counts) -> Counts:
+    """The counts added up, kind by kind (a kind missing from one of them counts 0 there)."""
+    out: Counts = {}
+    for c in counts:
+        for kind, n in c.items():
+            out[kind] = out.get(kind, 0) + n
+    return out
+
+
+def dot_products(count, length, *, bias: bool = False) -> Counts:
+    """``count`` dot products of ``length`` terms: ``length`` multiplications and
+    ``length - 1`` additions each (equation opc-conv); with ``bias``, one addition more each.
+    A matrix product ``[M, K] @ [K, N]`` is ``M N`` dot products of length ``K``."""
+    return {"mults": count * length, "adds": count * (length - 1) + (count if bias else 0)}
+
+
+def reduction(kind: str, outputs, m, *, mean: bool = False) -> Counts:
+    """``outputs`` reductions of ``m`` values each: ``m - 1`` of ``kind`` (``"adds"`` for a sum,
+    ``"comparisons"`` for a maximum); a ``mean`` divides once more per output."""
+    counts = {kind: outputs * (m - 1)}
+    if mean:
+        counts["divs"] = outputs
+    return counts
+
+
+def softmax_counts(rows, n, *, guards=0) -> Counts:
+    """Softmax of ``rows`` rows of ``n``: per row the maximum (``n - 1`` comparisons), ``n``
+    subtractions, ``n`` exponentials, the sum (``n - 1`` additions), ``n`` divisions, and
+    ``guards`` comparisons that keep a fully masked row finite (``n`` for PyTorch's
+    ``_safe_softmax``, 2 for the book's Transformer; see the module docstring)."""
+    return plus(reduction("comparisons", rows, n), {"comparisons": rows * guards},
+                {"adds": rows * n, "exps": rows * n}, reduction("adds", rows, n),
+                {"divs": rows * n})
+
+
+def pool_windows(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
+    """Positions inside the input, summed over the ``n_out`` windows of a pool along one axis
+    (kernel ``k``, stride ``s``, padding ``p``, dilation ``d``): padding is never read."""
+    return sum(sum(0 <= o * s - p + i * d < n_in for i in range(k)) for o in range(n_out))
+
+
+def adaptive_windows(n_in: int, n_out: int) -> int:
+    """Window sizes of an adaptive pool along one axis, summed: PyTorch's window ``i`` is
+    ``[floor(i n_in / n_out), ceil((i + 1) n_in / n_out))``."""
+    return sum(-((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out for i in range(n_out))
+
+
+def pool_counts(mode: str, positions, outputs) -> Counts:
+    """Pooling ``outputs`` windows that hold ``positions`` input positions in all: a maximum
+    compares ``m - 1`` times per window of ``m``; an average adds ``m - 1`` times and
+    multiplies once (by ``1/m``), unless every window holds one value (an identity: free)."""
+    if mode == "max":
+        return {"comparisons": positions - outputs}
+    if mode != "avg":
+        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
+    if positions == outputs:
+        return {}
+    return {"adds": positions - outputs, "mults": outputs}
+
+
+def norm_counts(groups, d, numel, *, weight: bool, bias: bool) -> Parts:
+    """Normalising ``groups`` groups of ``d`` values (``numel = groups * d``; LayerNorm: a row,
+    GroupNorm: a group), per group: the mean (``d - 1`` additions, a division), ``d``
+    subtractions, the variance (``d`` squares, ``d - 1`` additions, a division), ``+ eps``, a
+    square root and a reciprocal; per value a product by ``1/sigma``, with ``weight`` one by
+    ``gamma``, and with ``bias`` an addition of ``beta`` (category ``bias``)."""
+    norm = plus(reduction("adds", groups, d, mean=True), {"adds": numel},  # mean, x - mean
+                {"mults": numel}, reduction("adds", groups, d, mean=True),  # variance
+                {"adds": groups, "sqrts": groups, "divs": groups},  # 1 / sqrt(var + eps)
+                {"mults": numel + (numel if weight else 0)})  # * (1/sigma), * gamma
+    parts = {NORM: norm}
+    if bias:
+        parts[BIAS] = {"adds": numel}
+    return parts
+
+
+def attention_cost(batch, lq, lk, e, ev, *, mask: bool) -> Parts:
+    """``softmax(Q K^T * scale + M) V`` for ``batch`` (batch x heads) attentions of ``lq``
+    queries over ``lk`` keys, query/key width ``e`` and value width ``ev``, counted as
+    PyTorch's reference implementation computes it: ``Q`` and ``K`` each multiplied by
+    ``sqrt(scale)``, the two products, the mask added (``mask``: an attention mask or causal
+    masking), and ``_safe_softmax`` over the keys."""
+    scores = batch * lq * lk
+    return {
+        PRODUCTS: plus(dot_products(scores, e), dot_products(batch * lq * ev, lk)),
+        ELEMENTWISE: {"mults": batch * (lq + lk) * e, "adds": scores if mask else 0},
+        SOFTMAX: softmax_counts(batch * lq, lk, guards=lk),
+    }
+
+
 def conv2d_ops(in_channels, out_channels, input_size, kernel_size, *, stride=1, padding=0,
                dilation=1, groups=1, bias=False, batch=1) -> dict[str, int]:
     """Multiplications and additions of ``nn.Conv2d`` on ``[batch, in_channels, *input_size]``:
@@ -70,30 +184,30 @@ def conv2d_ops(in_channels, out_channels, input_size, kernel_size, *, stride=1, 
                                     stride=stride, padding=padding, dilation=dilation)
     k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
     per_output = in_channels // groups * k_h * k_w  # (opc-conv)
-    n = batch * out_channels * h_out * w_out
-    return {"mults": n * per_output, "adds": n * (per_output - 1) + (n if bias else 0)}
+    return dot_products(batch * out_channels * h_out * w_out, per_output, bias=bias)
 
 
 def linear_ops(in_features, out_features, *, bias=False, batch=1) -> dict[str, int]:
     """``nn.Linear`` on ``batch`` rows: ``in_features`` multiplications and ``in_features - 1``
     additions per output, plus one addition with ``bias``."""
-    in_features = positive_int("in_features", in_features)
     n = positive_int("batch", batch) * positive_int("out_features", out_features)
-    return {"mults": n * in_features, "adds": n * (in_features - 1) + (n if bias else 0)}
+    return dot_products(n, positive_int("in_features", in_features), bias=bias)
 
 
 def pool2d_ops(channels, input_size, kernel_size, *, stride=None, padding=0, mode="avg",
                batch=1) -> dict[str, int]:
-    """2-D pooling: an average of a ``K_h x K_w`` window costs ``K_h*K_w - 1`` additions and
-    one multiplication per output (none for a 1 x 1 window: an identity); a maximum
-    ``K_h*K_w - 1`` comparisons."""
-    if mode not in ("avg", "max"):
-        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
-    k_h, k_w = int_tuple("kernel_size", kernel_size, 2)
-    h_out, w_out = conv_output_size(int_tuple("input_size", input_size, 2), (k_h, k_w),
-                                    stride=(k_h, k_w) if stride is None else stride,
-                                    padding=padding)
-    n = positive_int("batch", batch) * positive_int("channels", channels) * h_out * w_out
-    if mode == "max":
-        return {"comparisons": n * (k_h * k_w - 1)}
-    return {"mults": n if k_h * k_w > 1 else 0, "adds": n * (k_h * k_w - 1)}
+    """2-D pooling of ``[batch, channels, *input_size]``: each window counts the positions of the
+    ``K_h x K_w`` kernel inside the input (:func:`pool_windows`; padding is never read), and
+    :func:`pool_counts` prices them: ``m - 1`` additions and one multiplication per average of
+    ``m`` (none for 1 x 1 windows: an identity), ``m - 1`` comparisons per maximum."""
+    kernel = int_tuple("kernel_size", kernel_size, 2)
+    stride = kernel if stride is None else int_tuple("stride", stride, 2)
+    padding = int_tuple("padding", padding, 2, minimum=0)
+    size = int_tuple("input_size", input_size, 2)
+    out = conv_output_size(size, kernel, stride=stride, padding=padding)
+    planes = positive_int("batch", batch) * positive_int("channels", channels)
+    positions = planes
+    for axis in range(2):
+        positions *= pool_windows(size[axis], out[axis], kernel[axis], stride[axis],
+                                  padding[axis])
+    return pool_counts(mode, positions, planes * out[0] * out[1])

@@ -1,65 +1,51 @@
-"""What each aten operator costs: the table that :func:`book.counting.counter.count_ops` reads.
+"""What each aten operator costs: the table :func:`book.counting.counter.count_ops` reads.
 
 PyTorch runs every network, however its ``forward`` is written (modules, ``F.`` calls, ``x +
-y``, fused kernels), as a sequence of aten operators. Each operator here is either
+y``, fused kernels), as a sequence of aten operators. Each one is either **zero-cost**
+(:data:`ZERO_COST`: it moves, copies, selects or creates data: views, reshapes, concatenation,
+padding, indexing, ``where``, ``masked_fill``, factories), **costed** (:data:`COSTS`: a
+function of its arguments and output returning its counts split by *category*,
+:data:`CATEGORIES`: matrix ``products``, ``bias`` additions, ``normalization``, ``elementwise``
+arithmetic, ``activation``, ``softmax``, ``reduction``, ``pooling``), or **unknown**, and then
+``count_ops`` refuses it: nothing is counted as zero by default. An operator whose arithmetic
+depends on its arguments is costed, not listed as free: ``index_put`` and ``put`` with
+``accumulate=True``, ``index_add``, ``scatter_add`` and ``scatter`` with a ``reduce`` add (or
+multiply) once per value written; without, they only move data.
 
-- **zero-cost** (:data:`ZERO_COST`): it moves, copies, selects or creates data and does no
-  arithmetic on it: views, reshapes, concatenation, padding, indexing, ``where`` and
-  ``masked_fill``, factories (``zeros``, ``arange``, ...);
-- **costed** (:data:`COSTS`): a function of the operator's arguments and output that returns
-  its counts, split by *category* (:data:`CATEGORIES`) so that a table can say what the
-  multiplications are: matrix ``products`` (convolutions, linear layers, matrix products,
-  attention's two products), ``bias`` additions, ``normalization``, ``elementwise``
-  arithmetic (residual additions, gating and scaling products, comparisons), ``activation``,
-  ``softmax``, ``reduction`` and ``pooling``;
-- or **unknown**, and then it is refused (``count_ops`` raises): an operator this table does
-  not list is never counted as zero.
-
-The conventions, per operator (``n`` is the number of output elements):
+Every price comes from the one cost model, the formulas of :mod:`book.counting.closed_forms`
+(:func:`~book.counting.closed_forms.dot_products`, ``reduction``, ``softmax_counts``,
+``pool_counts``), which the CNN closed forms and :mod:`book.transformer.costs` use too. The
+conventions (``n`` is the number of output elements):
 
 - a dot product of length ``K``: ``K`` multiplications and ``K - 1`` additions (equation
-  opc-conv), so a convolution output costs ``C_in/groups * K_h * K_w`` of each (minus one
-  addition) and ``mm``, ``bmm``, ``addmm`` and ``baddbmm`` cost their inner size ``K``;
-  padded positions count like any other. A bias adds one addition per output (category
-  ``bias``, counted only with ``bias=True``), as does every addition of a parameter whose name
-  ends in ``bias`` (a linear layer on a non-contiguous input runs ``mm`` then ``add``).
-- elementwise ``add``/``sub``: ``n`` additions; ``mul``: ``n`` multiplications; ``div`` and
-  ``reciprocal``: ``n`` divisions; ``sqrt`` ``n`` square roots (``rsqrt`` and a division);
-  ``exp`` and ``erf`` ``n`` exponentials; ``pow`` with exponent 2, 3, 1/2, -1 or -1/2 as the
-  products, root or division it is (other exponents are refused); comparisons (``eq``, ``gt``,
-  ``maximum``, ...): ``n`` comparisons; an embedding is a table lookup and costs nothing.
-- activations that only compare with constants (ReLU, ReLU6, hardtanh, clamp) count zero, as
-  the book counts ReLU; the others count their arithmetic per element: sigmoid and SiLU
-  ``1/(1 + e^-x)`` and ``x/(1 + e^-x)`` one exponential, one addition, one division;
-  hardsigmoid ``relu6(x + 3)/6`` one addition and one division; hardswish one addition, one
-  multiplication, one division; GELU ``x/2 (1 + erf(x/sqrt 2))`` three multiplications, one
-  addition and one erf; leaky ReLU and PReLU one multiplication; ``exps`` counts the
-  evaluations of exp, erf and tanh alike.
-- softmax over ``L``: per row ``L - 1`` comparisons (the maximum), ``L`` subtractions, ``L``
-  exponentials, ``L - 1`` additions and ``L`` divisions; the ``_safe_softmax`` of attention
-  also compares each score with ``-inf`` (``L`` comparisons); log-softmax subtracts the log of
-  the sum instead of dividing by it.
-- a normalisation over groups of ``D`` values (LayerNorm: a row; GroupNorm: a group), per
-  group: the mean (``D - 1`` additions, a division), ``D`` subtractions, the variance (``D``
-  squares, ``D - 1`` additions, a division), ``+ eps``, a square root and a reciprocal; then
-  per value one multiplication by ``1/sigma``, one by ``gamma`` and one addition of ``beta``
-  (category ``bias``). BatchNorm at inference uses stored statistics: per channel ``+ eps``,
-  a square root and a reciprocal, per value a subtraction of the mean and the same three.
-- reductions: a sum of ``m`` values ``m - 1`` additions, a mean one division more, a maximum
-  ``m - 1`` comparisons.
-- pooling (category ``pooling``, counted only with ``pooling=True``): a window of ``m``
-  positions costs ``m - 1`` additions and one multiplication (by the reciprocal of the
-  divisor, ``1/m`` without padding) for an average, ``m - 1`` comparisons for a maximum. A
-  window holds the positions of the kernel that lie inside the input: PyTorch's pooling
-  kernels never read padding, and with ``ceil_mode`` the last window may be partial. An
-  average whose windows all hold a single value (an adaptive pool to the input's own size, as
-  in AlexNet) is an identity and costs nothing. An
+  opc-conv): a convolution output costs ``C_in/groups * K_h * K_w``, ``mm``, ``bmm``,
+  ``addmm`` and ``baddbmm`` their inner size ``K``; padded positions count like any other. A
+  bias adds one addition per output (category ``bias``, counted only with ``bias=True``), as
+  does every addition of a bias parameter: one whose name ends in ``bias`` or starts with
+  ``bias_`` (``nn.RNN``'s ``bias_ih_l0``, ``nn.MultiheadAttention``'s ``in_proj_bias``).
+- elementwise operators and activations count their arithmetic per output, as the table
+  lists it (``exps`` counts exp, erf and tanh alike; ``pow`` only for the exponents it is a
+  product, root or division for); a comparison with a constant (ReLU, ReLU6, hardtanh,
+  clamp) counts zero, as the book counts ReLU, a comparison of two tensors (``maximum``,
+  ``clamp`` with a tensor bound) one per output; an embedding is a lookup, free.
+- **softmax**, one convention for the book: over ``L`` values, per row, the maximum (``L - 1``
+  comparisons), ``L`` subtractions, ``L`` exponentials, the sum (``L - 1`` additions) and
+  ``L`` divisions; a guard against fully masked rows costs the comparisons it makes:
+  PyTorch's ``_safe_softmax`` (attention) compares each score with ``-inf`` (``L`` per row),
+  the book's Transformer compares the maximum and the sum once each (2 per row).
+  Log-softmax subtracts the log of the sum instead of dividing by it.
+- normalisations as :func:`~book.counting.closed_forms.norm_counts` itemises them;
+  BatchNorm at inference uses stored statistics: per channel ``+ eps``, a square root and a
+  reciprocal, per value ``- mean``, ``* (1/sigma)``, ``* gamma`` and ``+ beta`` (``bias``).
+- a reduction of ``m`` values ``m - 1`` additions or comparisons, a mean one division more.
+- pooling (category ``pooling``, counted only with ``pooling=True``) as
+  :func:`~book.counting.closed_forms.pool_counts` prices the positions of each window that lie
+  inside the input (padding is never read; with ``ceil_mode`` the last may be partial). An
   adaptive average pool to 1 x 1 runs as ``mean``: inside an ``nn.AdaptiveAvgPool*`` module
-  it is counted as that pooling layer; called as a function in a ``forward``
-  (``F.adaptive_avg_pool2d(x, 1)``) it is a reduction, always counted.
-- attention (:func:`attention_cost`) is counted as PyTorch's reference implementation
-  computes it, fused kernel or not, so that a fused call and the operators it replaces count
-  the same.
+  it is that pooling layer; called as a function in a ``forward`` it is a reduction.
+- attention (:func:`~book.counting.closed_forms.attention_cost`) is counted as PyTorch's
+  reference implementation computes it, fused kernel or not, so that a fused call and the
+  operators it replaces count the same.
 """
 
 from __future__ import annotations
@@ -70,17 +56,29 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = [
-    "CATEGORIES", "COSTS", "ZERO_COST", "Uncountable", "attention_cost", "convolution_cost",
-    "dot_products", "matmul_cost", "norm_cost", "softmax_counts",
-]
+from book.counting.closed_forms import (
+    ACTIVATION,
+    BIAS,
+    ELEMENTWISE,
+    NORM,
+    POOLING,
+    PRODUCTS,
+    REDUCTION,
+    SOFTMAX,
+    Parts,
+    adaptive_windows,
+    attention_cost,
+    dot_products,
+    norm_counts,
+    plus,
+    pool_counts,
+    pool_windows,
+    reduction,
+    softmax_counts,
+)
 
-PRODUCTS, BIAS, NORM, ELEMENTWISE = "products", "bias", "normalization", "elementwise"
-ACTIVATION, SOFTMAX, REDUCTION, POOLING = "activation", "softmax", "reduction", "pooling"
-CATEGORIES = (PRODUCTS, BIAS, NORM, ELEMENTWISE, ACTIVATION, SOFTMAX, REDUCTION, POOLING)
+__all__ = ["COSTS", "ZERO_COST", "Uncountable", "convolution_cost", "matmul_cost"]
 
-Counts = dict[str, int]
-Parts = dict[str, Counts]  # category -> counts
 Cost = Callable[[dict, object, object], Parts]  # (named arguments, output, context) -> parts
 
 
@@ -90,9 +88,10 @@ class Uncountable(ValueError):
 
 
 # Operators that do no arithmetic on data: views, copies, selection, indexing, factories.
+# index_put is here for its plain form; with accumulate=True, COSTS' entry counts it instead.
 ZERO_COST = frozenset("""
     _reshape_alias _to_copy _unsafe_view alias as_strided cat clone constant_pad_nd copy
-    detach diagonal expand flip gather index index_put index_select narrow permute repeat
+    detach diagonal expand flip gather index index_select narrow permute repeat
     repeat_interleave
     roll select slice split split_with_sizes squeeze stack t transpose unbind unfold
     unsqueeze view channel_shuffle pixel_shuffle pixel_unshuffle reflection_pad1d
@@ -104,25 +103,19 @@ ZERO_COST = frozenset("""
 """.split())
 
 
-def _plus(*counts: Counts) -> Counts:
-    out: Counts = {}
-    for c in counts:
-        for kind, n in c.items():
-            out[kind] = out.get(kind, 0) + n
-    return out
-
+# --------------------------------------------------------------------------- aten: products
 
 def _first(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def dot_products(count: int, length: int) -> Counts:
-    """``count`` dot products of ``length`` terms: ``length`` multiplications and
-    ``length - 1`` additions each (equation opc-conv)."""
-    return {"mults": count * length, "adds": count * max(length - 1, 0)}
+def _merge(*parts: Parts) -> Parts:
+    out: Parts = {}
+    for p in parts:
+        for category, counts in p.items():
+            out[category] = plus(out.get(category, {}), counts)
+    return out
 
-
-# --------------------------------------------------------------------------- products
 
 def convolution_cost(a: dict, out, ctx) -> Parts:
     """``aten.convolution``: every output element is a dot product of length
@@ -145,16 +138,12 @@ def matmul_cost(first: str, added: str | None = None) -> Cost:
     def cost(a: dict, out, ctx) -> Parts:
         n = out.numel()
         parts = {PRODUCTS: dot_products(n, a[first].shape[-1])}
-        extra: Counts = {}
         if a.get("alpha", 1) != 1:
-            extra["mults"] = n
+            parts = _merge(parts, {ELEMENTWISE: {"mults": n}})
         if added is not None and a.get("beta", 1) != 0:
-            category = BIAS if ctx.is_bias(a[added]) else ELEMENTWISE
-            parts[category] = _plus(parts.get(category, {}), {"adds": n})
+            parts = _merge(parts, {BIAS if ctx.is_bias(a[added]) else ELEMENTWISE: {"adds": n}})
             if a.get("beta", 1) != 1:
-                extra["mults"] = extra.get("mults", 0) + n
-        if extra:
-            parts[ELEMENTWISE] = _plus(parts.get(ELEMENTWISE, {}), extra)
+                parts = _merge(parts, {ELEMENTWISE: {"mults": n}})
         return parts
 
     return cost
@@ -164,29 +153,7 @@ def _dot(a: dict, out, ctx) -> Parts:  # dot, vdot: one dot product of the vecto
     return {PRODUCTS: dot_products(1, a["self"].numel())}
 
 
-# --------------------------------------------------------------------------- attention
-
-def softmax_counts(rows: int, n: int, *, guarded: bool = False) -> Counts:
-    """Softmax of ``rows`` rows of ``n``: per row the maximum (``n - 1`` comparisons), ``n``
-    subtractions, ``n`` exponentials, the sum (``n - 1`` additions), ``n`` divisions; with
-    ``guarded`` (``_safe_softmax``), ``n`` comparisons more (each score with ``-inf``)."""
-    return {"comparisons": rows * (n - 1 + (n if guarded else 0)), "adds": rows * (2 * n - 1),
-            "exps": rows * n, "divs": rows * n}
-
-
-def attention_cost(batch: int, lq: int, lk: int, e: int, ev: int, *, mask: bool) -> Parts:
-    """``softmax(Q K^T * scale + M) V`` for ``batch`` (batch x heads) attentions of ``lq``
-    queries over ``lk`` keys, query/key width ``e`` and value width ``ev``, counted as
-    PyTorch's reference implementation computes it: ``Q`` and ``K`` each multiplied by
-    ``sqrt(scale)``, the two products, the mask added (``mask``: an attention mask or causal
-    masking), and a guarded softmax over the keys."""
-    scores = batch * lq * lk
-    return {
-        PRODUCTS: _plus(dot_products(scores, e), dot_products(batch * lq * ev, lk)),
-        ELEMENTWISE: {"mults": batch * (lq + lk) * e, "adds": scores if mask else 0},
-        SOFTMAX: softmax_counts(batch * lq, lk, guarded=True),
-    }
-
+# --------------------------------------------------------------------------- aten: attention
 
 def _sdpa(mask_arg: str) -> Cost:
     """The fused scaled-dot-product attention kernels: ``query [..., Lq, E]``, ``key
@@ -207,8 +174,8 @@ def _sdpa(mask_arg: str) -> Cost:
 def _native_mha(a: dict, out, ctx) -> Parts:
     """``nn.MultiheadAttention``'s fused inference path, counted as its unfused path computes
     it: the three input projections, the attention of ``num_head`` heads (with
-    ``need_weights``, ``Q`` scaled once and the weights averaged over the heads), the output
-    projection."""
+    ``need_weights``, ``Q`` scaled once, a plain softmax, and the weights averaged over the
+    heads), the output projection."""
     q, k, e, heads = a["query"], a["key"], a["embed_dim"], a["num_head"]
     b, lq, lk, d = q.shape[0], q.shape[1], k.shape[1], e // heads  # query: (B, Lq, E)
 
@@ -219,7 +186,7 @@ def _native_mha(a: dict, out, ctx) -> Parts:
     if a.get("need_weights", True):
         scores = b * heads * lq * lk
         attention = {
-            PRODUCTS: _plus(dot_products(scores, d), dot_products(b * heads * lq * d, lk)),
+            PRODUCTS: plus(dot_products(scores, d), dot_products(b * heads * lq * d, lk)),
             ELEMENTWISE: {"mults": b * heads * lq * d, "adds": scores if masked else 0},
             SOFTMAX: softmax_counts(b * heads * lq, lk),
         }
@@ -231,40 +198,20 @@ def _native_mha(a: dict, out, ctx) -> Parts:
                   projection(b * lq))
 
 
-def _merge(*parts: Parts) -> Parts:
-    out: Parts = {}
-    for p in parts:
-        for category, counts in p.items():
-            out[category] = _plus(out.get(category, {}), counts)
-    return out
-
-
-# --------------------------------------------------------------------------- normalisation
-
-def norm_cost(groups: int, d: int, numel: int, *, weight: bool, bias: bool) -> Parts:
-    """Normalising ``groups`` groups of ``d`` values (``numel = groups * d``), as in the module
-    docstring: per group the mean, the centring, the variance, ``+ eps``, a square root and a
-    reciprocal; per value the product by ``1/sigma``, then ``gamma`` and ``beta``."""
-    norm = {"adds": groups * (3 * d - 1), "divs": 3 * groups, "sqrts": groups,
-            "mults": groups * d + numel + (numel if weight else 0)}
-    parts = {NORM: norm}
-    if bias:
-        parts[BIAS] = {"adds": numel}
-    return parts
-
+# --------------------------------------------------------------------------- aten: normalisation
 
 def _layer_norm(a: dict, out, ctx) -> Parts:
     x = a["input"]
     d = math.prod(a["normalized_shape"])
-    return norm_cost(x.numel() // d, d, x.numel(), weight=a.get("weight") is not None,
-                     bias=a.get("bias") is not None)
+    return norm_counts(x.numel() // d, d, x.numel(), weight=a.get("weight") is not None,
+                       bias=a.get("bias") is not None)
 
 
 def _group_norm(a: dict, out, ctx) -> Parts:
     x = a["input"]
     groups = a["N"] * a["group"]
-    return norm_cost(groups, x.numel() // groups, x.numel(),
-                     weight=a.get("weight") is not None, bias=a.get("bias") is not None)
+    return norm_counts(groups, x.numel() // groups, x.numel(),
+                       weight=a.get("weight") is not None, bias=a.get("bias") is not None)
 
 
 def _batch_norm(a: dict, out, ctx) -> Parts:
@@ -282,7 +229,7 @@ def _batch_norm(a: dict, out, ctx) -> Parts:
     return parts
 
 
-# --------------------------------------------------------------------------- elementwise
+# --------------------------------------------------------------------------- aten: elementwise
 
 def _additions(a: dict, out, ctx) -> Parts:
     """``add``, ``sub``, ``rsub``: one addition per output (``alpha != 1``: one
@@ -291,7 +238,7 @@ def _additions(a: dict, out, ctx) -> Parts:
     biased = ctx.is_bias(a["self"]) or ctx.is_bias(a.get("other"))
     parts = {BIAS if biased else ELEMENTWISE: {"adds": n}}
     if a.get("alpha", 1) != 1:
-        parts[ELEMENTWISE] = _plus(parts.get(ELEMENTWISE, {}), {"mults": n})
+        parts = _merge(parts, {ELEMENTWISE: {"mults": n}})
     return parts
 
 
@@ -301,6 +248,14 @@ def _per_element(category: str, **counts: int) -> Cost:
         return {category: {kind: k * n for kind, k in counts.items()}}
 
     return cost
+
+
+def _clamp(a: dict, out, ctx) -> Parts:
+    """A comparison with a constant bound is free (ReLU); with a tensor bound it is
+    ``maximum``/``minimum``: one comparison per output and tensor bound."""
+    tensors = sum(isinstance(a.get(bound), torch.Tensor) for bound in ("min", "max"))
+    return {ACTIVATION: {}} if not tensors else {ELEMENTWISE: {"comparisons": tensors *
+                                                               out.numel()}}
 
 
 def _gelu(a: dict, out, ctx) -> Parts:
@@ -334,7 +289,53 @@ def _addcmul(kind: str) -> Cost:  # self + value * t1 (* or /) t2
     return cost
 
 
-# --------------------------------------------------------------------------- reductions
+# --------------------------------------------------------------------------- aten: writes
+
+def _indexed(x: torch.Tensor, indices) -> int:
+    """How many elements ``x[indices]`` selects: the broadcast size of the index tensors times
+    the dimensions they leave whole (a boolean mask selects as many as it holds ``True``)."""
+    selected, whole, dims = [], 1, 0
+    for index in indices:
+        if index is None:
+            whole *= x.shape[dims]
+            dims += 1
+        elif index.dtype in (torch.bool, torch.uint8):
+            if index.is_meta:
+                raise Uncountable("an accumulating write through a boolean mask is not counted "
+                                  "on the meta device (its count depends on the mask's "
+                                  "values); count on the CPU")
+            selected.append((int(index.sum()),))
+            dims += index.dim()
+        else:
+            selected.append(tuple(index.shape))
+            dims += 1
+    return math.prod(torch.broadcast_shapes(*selected)) * whole * math.prod(x.shape[dims:])
+
+
+def _accumulated(count: Callable[[dict], int], flag: str | None = None) -> Cost:
+    """A write that adds each value to its target when ``flag`` (an argument) is true, or, with
+    no flag, that always adds (``index_add``, ``scatter_add``); ``count(arguments)`` is the
+    number of values written. ``index_add``'s ``alpha != 1`` multiplies each value first;
+    ``scatter``'s ``reduce="multiply"`` multiplies instead of adding."""
+
+    def cost(a: dict, out, ctx) -> Parts:
+        reduce = a.get("reduce")
+        if flag is not None and not a.get(flag, False):
+            return {}  # a plain write: moves data only
+        n = count(a)
+        if reduce == "multiply":
+            return {ELEMENTWISE: {"mults": n}}
+        if reduce not in (None, "add", "sum"):
+            raise Uncountable(f"scatter with reduce={reduce!r} is not counted")
+        return {ELEMENTWISE: {"adds": n, **({"mults": n} if a.get("alpha", 1) != 1 else {})}}
+
+    return cost
+
+
+# --------------------------------------------------------------------------- aten: reductions
+
+_ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+
 
 def _reduction(kind: str, *, mean: bool = False) -> Cost:
     """A reduction of ``m`` values to each output: ``m - 1`` of ``kind``; ``mean`` one
@@ -344,14 +345,22 @@ def _reduction(kind: str, *, mean: bool = False) -> Cost:
         x, o = a["self"], _first(out)
         if isinstance(a.get("other"), torch.Tensor):
             return {ELEMENTWISE: {kind: o.numel()}}
-        counts = {kind: x.numel() - o.numel()}
+        m = x.numel() // max(o.numel(), 1)
         if mean and isinstance(ctx.module, _ADAPTIVE_AVG):  # a global pool run as a mean
-            return {POOLING: _plus(counts, {"mults": o.numel()})}
-        if mean:
-            counts["divs"] = o.numel()
-        return {REDUCTION: counts}
+            return {POOLING: pool_counts("avg", x.numel(), o.numel())}
+        return {REDUCTION: reduction(kind, o.numel(), m, mean=mean)}
 
     return cost
+
+
+def _vector_norm(a: dict, out, ctx) -> Parts:
+    """The Euclidean norm of ``m`` values per output (``F.normalize``, SwinV2's cosine
+    attention): ``m`` squares, a sum of them, a square root; other orders are refused."""
+    if a.get("ord", 2) != 2:
+        raise Uncountable(f"a vector norm of ord={a['ord']!r} is not counted (only ord=2)")
+    x, o = a["self"], _first(out)
+    counts = plus({"mults": x.numel()}, reduction("adds", o.numel(), x.numel() // o.numel()))
+    return {REDUCTION: plus(counts, {"sqrts": o.numel()})}
 
 
 def _softmax(*, log: bool = False, guarded: bool = False) -> Cost:
@@ -359,7 +368,7 @@ def _softmax(*, log: bool = False, guarded: bool = False) -> Cost:
         x = a["self"]
         n = x.shape[a["dim"]] if x.dim() else 1
         rows = x.numel() // max(n, 1)
-        counts = softmax_counts(rows, n, guarded=guarded)
+        counts = softmax_counts(rows, n, guards=n if guarded else 0)
         if log:  # log(sum) once per row, then x - max - log(sum): no divisions
             counts = {"comparisons": counts["comparisons"], "adds": rows * (3 * n - 1),
                       "exps": rows * (n + 1)}
@@ -368,25 +377,11 @@ def _softmax(*, log: bool = False, guarded: bool = False) -> Cost:
     return cost
 
 
-# --------------------------------------------------------------------------- pooling
-
-_ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
-
+# --------------------------------------------------------------------------- aten: pooling
 
 def _ints(value, dims: int) -> tuple[int, ...]:
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     return values * dims if len(values) == 1 else values
-
-
-def _inside(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> int:
-    """Positions inside the input, summed over the ``n_out`` windows along one axis."""
-    return sum(sum(0 <= o * s - p + i * d < n_in for i in range(k)) for o in range(n_out))
-
-
-def _adaptive(n_in: int, n_out: int) -> int:
-    """Window sizes of an adaptive pool along one axis, summed: PyTorch's window ``i`` is
-    ``[floor(i n_in / n_out), ceil((i + 1) n_in / n_out))``."""
-    return sum(-((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out for i in range(n_out))
 
 
 def _pool(dims: int, mode: str) -> Cost:
@@ -399,24 +394,18 @@ def _pool(dims: int, mode: str) -> Cost:
             k = _ints(a["kernel_size"], dims)
             s = _ints(a.get("stride") or k, dims)
             p, d = _ints(a.get("padding", 0), dims), _ints(a.get("dilation", 1), dims)
-            windows = math.prod(_inside(n, m, *axis) for (n, m), *axis in zip(
+            windows = math.prod(pool_windows(n, m, *axis) for (n, m), *axis in zip(
                 sizes, k, s, p, d, strict=True))
         else:
-            windows = math.prod(_adaptive(n, m) for n, m in sizes)
+            windows = math.prod(adaptive_windows(n, m) for n, m in sizes)
         planes = o.numel() // math.prod(o.shape[-dims:])  # N * C
-        window_sum, n = planes * windows, o.numel()
-        if mode == "max":
-            return {POOLING: {"comparisons": window_sum - n}}
-        if window_sum == n:  # every window holds one value: an identity, nothing to compute
-            return _ZERO
-        return {POOLING: {"adds": window_sum - n, "mults": n}}  # one product by 1/m each
+        counts = pool_counts(mode, planes * windows, o.numel())
+        return {POOLING: counts} if counts else {}
 
     return cost
 
 
 # --------------------------------------------------------------------------- the table
-
-_ZERO: Parts = {}
 
 COSTS: dict[str, Cost] = {
     "convolution": convolution_cost, "_convolution": convolution_cost,
@@ -441,8 +430,8 @@ COSTS: dict[str, Cost] = {
     "pow": _pow, "addcmul": _addcmul("mults"), "addcdiv": _addcmul("divs"),
     **{op: _per_element(ELEMENTWISE, comparisons=1)
        for op in ("eq", "ne", "lt", "le", "gt", "ge", "maximum", "minimum")},
-    **{op: (lambda a, out, ctx: {ACTIVATION: _ZERO})
-       for op in ("relu", "hardtanh", "threshold", "clamp", "clamp_min", "clamp_max")},
+    **{op: (lambda a, out, ctx: {ACTIVATION: {}}) for op in ("relu", "hardtanh", "threshold")},
+    "clamp": _clamp, "clamp_min": _clamp, "clamp_max": _clamp,
     "sigmoid": _per_element(ACTIVATION, exps=1, adds=1, divs=1),
     "silu": _per_element(ACTIVATION, exps=1, adds=1, divs=1),
     "hardsigmoid": _per_element(ACTIVATION, adds=1, divs=1),
@@ -451,9 +440,15 @@ COSTS: dict[str, Cost] = {
     "leaky_relu": _per_element(ACTIVATION, mults=1),
     "_prelu_kernel": _per_element(ACTIVATION, mults=1),
     "embedding": lambda a, out, ctx: {},  # a table lookup: known, and no arithmetic
+    "index_put": _accumulated(lambda a: _indexed(a["self"], a["indices"]), "accumulate"),
+    "put": _accumulated(lambda a: a["index"].numel(), "accumulate"),
+    "index_add": _accumulated(lambda a: a["source"].numel()),
+    "scatter_add": _accumulated(lambda a: a["index"].numel()),
+    "scatter": _accumulated(lambda a: a["index"].numel(), "reduce"),
     "sum": _reduction("adds"), "mean": _reduction("adds", mean=True),
     **{op: _reduction("comparisons") for op in ("amax", "amin", "max", "min", "argmax",
                                                 "argmin")},
+    "linalg_vector_norm": _vector_norm,
     "_softmax": _softmax(), "_safe_softmax": _softmax(guarded=True),
     "_log_softmax": _softmax(log=True),
     "avg_pool1d": _pool(1, "avg"), "avg_pool2d": _pool(2, "avg"), "avg_pool3d": _pool(3, "avg"),

@@ -22,55 +22,45 @@ zero. The conventions for every other operator are in :mod:`book.counting.costs`
 for the whole batch of the forward pass; the model may live on the ``meta`` device, where
 only shapes are computed.
 
-A module type may instead be counted as one unit by a counter registered with
-:func:`register_counter`: such a counter takes precedence, and nothing inside the module is
-counted again. :func:`pytorch_flops` is PyTorch's own count; the closed forms are in
+A module type may instead be counted as one unit, by a counter the caller passes
+(``count_ops(model, inputs, counters={ModuleType: counter})``; the Transformer's are
+:data:`book.transformer.costs.COUNTERS`): such a counter takes precedence, and nothing inside
+the module is counted again. Nothing is registered globally, so a count depends only on its
+arguments. :func:`pytorch_flops` is PyTorch's own count; the closed forms are in
 :mod:`book.counting.closed_forms` and Part d's maps in :mod:`book.counting.separable_map`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from book.checks import is_int
-from book.counting.closed_forms import (
-    conv2d_ops,
-    conv_output_size,
-    int_tuple,
-    linear_ops,
-    pool2d_ops,
-)
-from book.counting.costs import BIAS, COSTS, POOLING, ZERO_COST, Uncountable
+from book.counting.closed_forms import BIAS, POOLING, conv2d_ops, conv_output_size, linear_ops
+from book.counting.costs import COSTS, ZERO_COST, Uncountable
+from book.inspection import eval_mode, forward_hooks
 
 __all__ = [
-    "OP_KINDS",
-    "UncountedOperationError",
-    "closed_form_ops",
-    "conv2d_ops",
-    "conv_output_size",
-    "count_operators",
-    "count_ops",
-    "int_tuple",
-    "linear_ops",
-    "pool2d_ops",
-    "pytorch_flops",
-    "register_counter",
-    "registered_counter",
-    "summarize",
+    "OP_KINDS", "Counter", "UncountedOperationError", "closed_form_ops", "count_operators",
+    "count_ops", "counter_for", "pytorch_flops", "summarize",
 ]
 
 OP_KINDS = ("mults", "adds", "divs", "exps", "sqrts", "comparisons")
 COLUMNS = ("layer", "kind", "output_shape", *OP_KINDS)
 OPERATOR_COLUMNS = ("layer", "kind", "operator", "category", *OP_KINDS)
 MOVEMENT = "data movement"  # the category of the zero-cost operators in count_operators
+UNIT = "counted as a unit"  # the category of a counter's row in count_operators
+# A bias parameter's name: "bias", "in_proj_bias", nn.RNN's "bias_ih_l0", attention's "bias_k".
+_BIAS_NAME = re.compile(r"(.*bias|bias_.*)")
 
-Counter = Callable[..., dict]
-_COUNTERS: dict[type, Counter] = {}
+Counter = Callable[..., dict]  # (module, inputs, output, *, bias, pooling) -> {kind: count}
+_HOW_TO_COUNT = ("add its cost to book.counting.costs.COSTS (or, if it does no arithmetic, its "
+                 "name to ZERO_COST), or count the module as one unit: count_ops(model, inputs, "
+                 "counters={ModuleType: counter})")
 
 
 class UncountedOperationError(RuntimeError):
@@ -78,44 +68,38 @@ class UncountedOperationError(RuntimeError):
     not know, or a module with parameters whose call counted nothing."""
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- counters
 
-def register_counter(*module_types: type[nn.Module]) -> Callable[[Counter], Counter]:
-    """Decorator: count the modules of ``module_types`` with ``fn``, as one unit.
-
-    ``fn(module, inputs, output, *, bias, pooling)`` returns a dict from a subset of
-    :data:`OP_KINDS` to int counts for the whole batch of that call. A registered counter
-    takes precedence over the operator-level count: the module's own operators and its
-    children are not counted again. A later registration for the same type replaces the
-    earlier one. Subclasses inherit the counter unless they define their own ``forward``
-    (then they do something the counter does not know, and are counted operator by operator).
-    """
-    if not module_types:
-        raise ValueError("register_counter: give at least one nn.Module subclass")
-    for t in module_types:
+def _checked_counters(counters: Mapping | None) -> dict[type, Counter]:
+    """``counters`` as a dict from nn.Module subclasses to callables; ``TypeError`` otherwise."""
+    if counters is None:
+        return {}
+    if not isinstance(counters, Mapping):
+        raise TypeError("counters: expected a mapping from nn.Module subclasses to counters, "
+                        f"got {type(counters).__name__}")
+    for t, fn in counters.items():
         if not (isinstance(t, type) and issubclass(t, nn.Module)):
-            raise TypeError(f"register_counter: expected nn.Module subclasses, got {t!r}")
-
-    def decorator(fn: Counter) -> Counter:
-        for t in module_types:
-            _COUNTERS[t] = fn
-        return fn
-
-    return decorator
+            raise TypeError(f"counters: expected nn.Module subclasses as keys, got {t!r}")
+        if not callable(fn):
+            raise TypeError(f"counters: the counter for {t.__name__} is not callable: {fn!r}")
+    return dict(counters)
 
 
-def _counter_for(module: nn.Module) -> Counter | None:
+def counter_for(module: nn.Module, counters: Mapping[type, Counter]) -> Counter | None:
+    """The counter of ``counters`` that counts ``module`` as one unit, or None.
+
+    ``counters`` maps nn.Module subclasses to counters: ``fn(module, inputs, output, *, bias,
+    pooling)`` returns a dict from a subset of :data:`OP_KINDS` to int counts for the whole
+    batch of that call. A subclass inherits its base's counter unless it defines its own
+    ``forward`` (then it does something the counter does not know, and is counted operator by
+    operator).
+    """
     for cls in type(module).__mro__:
-        if cls in _COUNTERS:
-            return _COUNTERS[cls]
+        if cls in counters:
+            return counters[cls]
         if "forward" in cls.__dict__:  # a forward of its own that no counter has seen
             return None
     return None
-
-
-def registered_counter(module: nn.Module) -> Counter | None:
-    """The counter that counts ``module`` as one unit (:func:`register_counter`), or None."""
-    return _counter_for(module)
 
 
 # --------------------------------------------------------------------------- one traced pass
@@ -128,7 +112,7 @@ class _Call:
     def __init__(self, name: str, module: nn.Module) -> None:
         self.name, self.module = name, module
         self.row: list | None = None
-        self.unit: Counter | None = None  # a registered counter counting this call
+        self.unit: Counter | None = None  # the counter counting this call as one unit
         self.counted = False  # a counted operator ran in this call (or in one inside it)
 
 
@@ -136,15 +120,16 @@ class _Trace:
     """The rows of one forward pass and the operators behind them. The cost functions of
     :mod:`book.counting.costs` receive it as their context (``is_bias``, ``module``)."""
 
-    def __init__(self, model: nn.Module, bias: bool, pooling: bool) -> None:
-        self.bias, self.pooling = bias, pooling
+    def __init__(self, model: nn.Module, bias: bool, pooling: bool,
+                 counters: dict[type, Counter]) -> None:
+        self.bias, self.pooling, self.counters = bias, pooling, counters
         self.stack: list[_Call] = []
-        self.units = 0  # registered modules running: what runs inside them is theirs
+        self.units = 0  # modules counted as units running: what runs inside them is theirs
         self.rows: list[list] = []  # [layer, kind, output_shape, *counts]
         self.operators: list[tuple] = []  # OPERATOR_COLUMNS
         # bias parameters, and the views and copies of them made during the pass, by id
         self.biases = {id(p): p for name, p in model.named_parameters()
-                       if name.rsplit(".", 1)[-1].endswith("bias")}
+                       if _BIAS_NAME.fullmatch(name.rsplit(".", 1)[-1])}
 
     @property
     def module(self) -> nn.Module | None:
@@ -172,9 +157,9 @@ class _Trace:
         call = _Call(name, module)
         self.stack.append(call)
         if self.units:
-            call.counted = True  # inside a registered module: counted there, as a whole
+            call.counted = True  # inside a module counted as a unit: counted there
             return
-        call.unit = _counter_for(module)
+        call.unit = counter_for(module, self.counters)
         if call.unit is not None:
             self.units += 1
         if call.unit is not None or leaf:
@@ -188,8 +173,8 @@ class _Trace:
             self.units -= 1
             counts = _checked_counts(call.unit, call.name, module, args, output, self.bias,
                                      self.pooling)
-            self.add(call, f"counter {getattr(call.unit, '__name__', 'registered')}",
-                     "registered", counts)
+            self.add(call, f"counter {getattr(call.unit, '__name__', repr(call.unit))}", UNIT,
+                     counts)
             call.counted = True
         if call.row is not None:
             out = _first_tensor(output)
@@ -197,8 +182,8 @@ class _Trace:
         if has_parameters and not call.counted:
             raise UncountedOperationError(
                 f"{_label(call.name, module)} holds parameters but ran no counted operator; "
-                "register a counter for it with book.counting.counter.register_counter rather than "
-                "count it as zero")
+                "rather than count it as zero, count it as one unit: count_ops(model, inputs, "
+                f"counters={{{type(module).__name__}: counter}})")
         if call.counted and self.stack:
             self.stack[-1].counted = True
 
@@ -211,9 +196,7 @@ class _Trace:
             where = _label(call.name, call.module) if call else "no module (a hook?)"
             raise UncountedOperationError(
                 f"{func} ran in {where}, and book.counting.costs has no cost for it. It is refused "
-                "rather than counted as zero: add its cost to book.counting.costs.COSTS (or, if it "
-                "does no arithmetic, its name to ZERO_COST), or register a counter for the "
-                "module with book.counting.counter.register_counter")
+                f"rather than counted as zero: {_HOW_TO_COUNT}")
         out = func(*args, **kwargs)
         if cost is _MOVES:
             if args and self.is_bias(args[0]) and isinstance(out, torch.Tensor):
@@ -272,33 +255,29 @@ class _CountingMode(TorchDispatchMode):
         self.trace = trace
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.trace.units:  # inside a module with a registered counter
+        if self.trace.units:  # inside a module counted as a unit
             return func(*args, **(kwargs or {}))
         return self.trace.operator(func, args, kwargs or {})
 
 
-def _trace(model: nn.Module, inputs, bias: bool, pooling: bool) -> _Trace:
+def _trace(model: nn.Module, inputs, bias: bool, pooling: bool, counters) -> _Trace:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     args = _make_inputs(model, inputs)
-    trace = _Trace(model, bias, pooling)
-    handles = []
-    try:
-        for name, module in model.named_modules():
-            leaf = next(module.children(), None) is None
-            own = next(module.parameters(recurse=False), None) is not None
-            handles.append(module.register_forward_pre_hook(
-                lambda m, a, name=name, leaf=leaf: trace.enter(name, m, a, leaf)))
-            handles.append(module.register_forward_hook(
-                lambda m, a, out, own=own: trace.leave(m, a, out, own)))
+    trace = _Trace(model, bias, pooling, _checked_counters(counters))
+    enter, leave = [], []
+    for name, module in model.named_modules():
+        leaf = next(module.children(), None) is None
+        own = next(module.parameters(recurse=False), None) is not None
+        enter.append((module, lambda m, a, name=name, leaf=leaf: trace.enter(name, m, a, leaf)))
+        leave.append((module, lambda m, a, out, own=own: trace.leave(m, a, out, own)))
+    with forward_hooks(enter, pre=True), forward_hooks(leave):
         _run_once(model, args, _CountingMode(trace))
-    finally:
-        for handle in handles:
-            handle.remove()
     return trace
 
 
-def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False):
+def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False,
+              counters: Mapping[type[nn.Module], Counter] | None = None):
     """Count the operations of one forward pass, layer by layer.
 
     ``inputs``: a shape (``torch.zeros`` of it in the model's dtype and device), a Tensor, or a
@@ -307,31 +286,35 @@ def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = F
     ``layer``, ``kind`` (the module's class), ``output_shape`` (of its first Tensor output,
     batch included) and the :data:`OP_KINDS`, one row per module call in execution order:
     every call of a module without children (ReLU and Dropout rows hold zeros) and of a module
-    with a registered counter, placed where the call began; and every call of a container
-    whose own ``forward`` ran arithmetic (a residual addition, a gating product), placed where
-    that arithmetic began and holding it alone. A module called twice gives two rows.
+    that ``counters`` counts as one unit (:func:`counter_for`), placed where the call began;
+    and every call of a container whose own ``forward`` ran arithmetic (a residual addition, a
+    gating product), placed where that arithmetic began and holding it alone. A module called
+    twice gives two rows.
 
     Raises :class:`UncountedOperationError` for an operator that :mod:`book.counting.costs` does
     not know and for a module with parameters whose call counted nothing; ``ValueError`` for
-    a bad ``inputs`` or a kernel larger than its padded input.
+    a bad ``inputs`` or a kernel larger than its padded input; ``TypeError`` for bad
+    ``counters``.
     """
     import pandas as pd
 
-    table = pd.DataFrame(_trace(model, inputs, bias, pooling).rows, columns=list(COLUMNS))
+    trace = _trace(model, inputs, bias, pooling, counters)
+    table = pd.DataFrame(trace.rows, columns=list(COLUMNS))
     return table.astype({k: "int64" for k in OP_KINDS})
 
 
-def count_operators(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False):
+def count_operators(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False,
+                    counters: Mapping[type[nn.Module], Counter] | None = None):
     """The operators behind :func:`count_ops`: one row per aten operator call and category of
     its cost (a fused attention kernel gives rows of products, elementwise arithmetic and
     softmax), with the columns ``layer``, ``kind``, ``operator`` (``aten.addmm``),
     ``category`` (one of :data:`book.counting.costs.CATEGORIES`, ``"data movement"`` for the
-    zero-cost operators, ``"registered"`` for a registered counter's unit) and the
+    zero-cost operators, ``"counted as a unit"`` for a row of one of ``counters``) and the
     :data:`OP_KINDS`. Summed over the rows, the counts are those of :func:`count_ops`."""
     import pandas as pd
 
-    table = pd.DataFrame(_trace(model, inputs, bias, pooling).operators,
-                         columns=list(OPERATOR_COLUMNS))
+    trace = _trace(model, inputs, bias, pooling, counters)
+    table = pd.DataFrame(trace.operators, columns=list(OPERATOR_COLUMNS))
     return table.astype({k: "int64" for k in OP_KINDS})
 
 
@@ -366,8 +349,6 @@ def _make_inputs(model: nn.Module, inputs) -> tuple:
     return tuple(inputs)
 
 
-
-
 def _label(name: str, module: nn.Module) -> str:
     kind = type(module).__name__
     return f"layer {name!r} ({kind})" if name else f"the model ({kind})"
@@ -387,8 +368,6 @@ def _check_conv_input(name: str, module: nn.Module, inputs: tuple) -> None:
         raise ValueError(f"{_label(name, module)}: {error}") from None
 
 
-
-
 def _checked_counts(counter, name, module, args, output, bias, pooling) -> dict:
     counts = counter(module, args, output, bias=bias, pooling=pooling)
     fn_name = getattr(counter, "__name__", repr(counter))
@@ -404,16 +383,8 @@ def _checked_counts(counter, name, module, args, output, bias, pooling) -> dict:
 def _run_once(model: nn.Module, args: tuple, context) -> None:
     """One forward pass in eval mode under ``torch.no_grad`` and ``context``; the training
     flags of every module are restored afterwards."""
-    training = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad(), context:
-            model(*args)
-    finally:
-        for module, mode in training.items():
-            module.training = mode
-
-
+    with eval_mode(model), torch.no_grad(), context:
+        model(*args)
 
 
 def pytorch_flops(model: nn.Module, inputs) -> dict[str, int]:
@@ -464,17 +435,10 @@ def closed_form_ops(model: nn.Module, inputs, *, bias: bool = False):
         return hook
 
     args = _make_inputs(model, inputs)
-    handles = [module.register_forward_pre_hook(record(name))
-               for name, module in model.named_modules()
-               if type(module) in (nn.Conv2d, nn.Linear)]
-    try:
-        _run_once(model, args, contextlib.nullcontext())
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(module, record(name)) for name, module in model.named_modules()
+             if type(module) in (nn.Conv2d, nn.Linear)]
+    _run_once(model, args, forward_hooks(hooks, pre=True))
     return pd.DataFrame(rows, columns=["layer", "mults", "adds"])
-
-
 
 
 def summarize(table, kinds=("mults", "adds")):

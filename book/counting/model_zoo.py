@@ -11,15 +11,21 @@ PyTorch computes shapes only, so counting all eleven takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 from itertools import pairwise
 
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
-from book.counting.costs import CATEGORIES, PRODUCTS
+from book.counting.closed_forms import CATEGORIES, PRODUCTS
 from book.counting.counter import OP_KINDS, count_operators, count_ops
 from book.counting.separable_map import separable_mults_from_regular
+from book.inspection import forward_hooks
 
 __all__ = ["IMAGE", "MODELS", "build", "by_category", "count_model", "published",
            "separable_blocks", "zoo_table"]
@@ -28,21 +34,27 @@ MODELS = ("alexnet", "googlenet", "densenet121", "resnet50", "mobilenet_v2",
           "mobilenet_v3_large", "efficientnet_b0", "shufflenet_v2_x1_0", "convnext_tiny",
           "swin_t", "vit_b_16")
 IMAGE = (1, 3, 224, 224)  # one RGB image, as the published figures assume
-# GoogLeNet as published: without the auxiliary classifiers (they only run in training);
-# init_weights given, so torchvision does not warn that its default will change.
-_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True}}
+# GoogLeNet (and Inception v3) as published: without the auxiliary classifiers (they only run
+# in training); init_weights given, so torchvision does not warn that its default will change.
+_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},
+            "inception_v3": {"aux_logits": False, "init_weights": True}}
 
 
 def build(name: str, device: str | torch.device = "meta") -> nn.Module:
     """torchvision's network ``name`` (``weights=None``) in eval mode, for counting: on the
     ``meta`` device its tensors have shapes and no values; on another device its parameters
     and buffers are zeros (made in a moment, where torchvision's random initialisation of
-    ViT-B/16 takes seconds), since no count depends on their values."""
-    from torchvision.models import get_model
+    ViT-B/16 takes seconds), since no count depends on their values. ``name`` may be any of
+    torchvision's classification networks (``torchvision.models.list_models(module=
+    torchvision.models)``); :data:`MODELS` are the book's eleven."""
+    import torchvision
+    from torchvision.models import get_model, list_models
 
-    if name not in MODELS:
-        raise ValueError(f"name must be one of {MODELS}, got {name!r}")
-    with torch.device("meta"):
+    names = list_models(module=torchvision.models)
+    if name not in names:
+        raise ValueError(f"name must be one of torchvision's classification networks {names}, "
+                         f"got {name!r}")
+    with _parameters_on_meta():
         model = get_model(name, weights=None, **_OPTIONS.get(name, {}))
     if torch.device(device).type != "meta":
         model = model.to_empty(device=device)
@@ -50,6 +62,23 @@ def build(name: str, device: str | torch.device = "meta") -> nn.Module:
             for t in (*model.parameters(), *model.buffers()):
                 t.zero_()
     return model.eval()
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Every parameter and buffer registered in the block is moved to the meta device as it is
+    registered, so that initialising it costs nothing. Not ``torch.device("meta")``: RegNet
+    computes its widths with tensors and reads them back (``tolist``), which needs data."""
+    on_parameter = register_module_parameter_registration_hook(
+        lambda module, name, p: None if p is None else nn.Parameter(p.to("meta"),
+                                                                     p.requires_grad))
+    on_buffer = register_module_buffer_registration_hook(
+        lambda module, name, b: None if b is None else b.to("meta"))
+    try:
+        yield
+    finally:
+        on_parameter.remove()
+        on_buffer.remove()
 
 
 def published(name: str) -> dict[str, float]:
@@ -68,7 +97,7 @@ def count_model(name: str, *, bias: bool = True, pooling: bool = True) -> pd.Dat
 
 def by_category(operators: pd.DataFrame, kind: str = "mults") -> pd.Series:
     """The ``kind`` counts of an operator table summed per category, in
-    :data:`book.counting.costs.CATEGORIES` order (zeros included)."""
+    :data:`book.counting.closed_forms.CATEGORIES` order (zeros included)."""
     sums = operators.groupby("category")[kind].sum()
     return pd.Series({c: int(sums.get(c, 0)) for c in CATEGORIES}, name=kind)
 
@@ -121,12 +150,8 @@ def separable_blocks(model: nn.Module, inputs) -> pd.DataFrame:
             shapes.setdefault(name, args[0].shape)
         return hook
 
-    hooks = [dw.register_forward_pre_hook(record(name)) for name, dw, _, _ in pairs]
-    try:
+    with forward_hooks([(dw, record(name)) for name, dw, _, _ in pairs], pre=True):
         table = count_ops(model, inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
     mults = table.groupby("layer", sort=False)["mults"].sum()
     rows = []
     for dw_name, dw, pw_name, pw in pairs:

@@ -12,8 +12,8 @@ channel (equation map-p). With ``K = K_h * K_w`` and ``b = 1`` when the bias is 
 
 Every map below multiplies the regular count by separable / regular, in which ``L`` cancels,
 so no input size is needed. The ratios are exact :class:`~fractions.Fraction` s, so a real
-count maps to an int. Counts follow the book's convention of :mod:`book.counting.counter`, whose
-:func:`~book.counting.counter.conv2d_ops` gives the closed form of each stage.
+count maps to an int. Counts follow the book's convention (:mod:`book.counting.closed_forms`, whose
+:func:`~book.counting.closed_forms.conv2d_ops` gives the closed form of each stage).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from book.checks import non_negative_int, positive_int
-from book.counting.counter import conv2d_ops, conv_output_size, int_tuple
+from book.counting.closed_forms import conv2d_ops, conv_output_size, int_tuple
 
 __all__ = [
     "adds_ratio",

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from book.counting.counter import OP_KINDS, count_ops, registered_counter
+from book.counting.counter import OP_KINDS, count_ops, counter_for
+from book.inspection import forward_hooks
 
 __all__ = ["TRAFFIC_COLUMNS", "count_traffic"]
 
@@ -56,8 +57,8 @@ def _weight_bytes(module: nn.Module) -> int:
     return _bytes(unique.values())
 
 
-def count_traffic(model: nn.Module, inputs, *, bias: bool = False,
-                  pooling: bool = False) -> pd.DataFrame:
+def count_traffic(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False,
+                  counters=None) -> pd.DataFrame:
     """:func:`book.counting.counter.count_ops`'s table, one row per layer call, with the compulsory
     traffic of each call beside its operations.
 
@@ -65,10 +66,9 @@ def count_traffic(model: nn.Module, inputs, *, bias: bool = False,
     read, the outputs written), ``bytes`` (their sum), ``ops`` (the sum of the
     :data:`~book.counting.counter.OP_KINDS` counted with ``bias`` and ``pooling`` as in
     ``count_ops``) and ``intensity`` (``ops / bytes``, operations per byte).
-    ``inputs`` as in ``count_ops``; a shape gives a zero tensor of the model's dtype, so a
-    float32 model gives float32 bytes.
-    Raises ``ValueError`` for a row of a container's own arithmetic (see the module
-    docstring).
+    ``inputs`` and ``counters`` (modules counted as one unit) as in ``count_ops``; a shape
+    gives a zero tensor of the model's dtype, so a float32 model gives float32 bytes. Raises
+    ``ValueError`` for a row of a container's own arithmetic (see the module docstring).
     """
     calls: list[tuple[str, nn.Module, int, int]] = []  # name, module, input and output bytes
     starts: list[int] = []
@@ -85,15 +85,10 @@ def count_traffic(model: nn.Module, inputs, *, bias: bool = False,
                           _bytes(_tensors(output)))
         return record
 
-    handles = []
-    for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        handles.append(module.register_forward_hook(hook(name), with_kwargs=True))
-    try:
-        table = count_ops(model, inputs, bias=bias, pooling=pooling)
-    finally:
-        for handle in handles:
-            handle.remove()
+    modules = list(model.named_modules())
+    with (forward_hooks([(m, pre_hook) for _, m in modules], pre=True, with_kwargs=True),
+          forward_hooks([(m, hook(name)) for name, m in modules], with_kwargs=True)):
+        table = count_ops(model, inputs, bias=bias, pooling=pooling, counters=counters)
 
     by_name: dict[str, list[tuple[nn.Module, int, int]]] = {}
     for name, module, read, written in calls:
@@ -103,13 +98,13 @@ def count_traffic(model: nn.Module, inputs, *, bias: bool = False,
     for layer in table["layer"]:
         module, read, written = by_name[layer][seen.get(layer, 0)]
         seen[layer] = seen.get(layer, 0) + 1
-        if next(module.children(), None) is not None and registered_counter(module) is None:
+        if next(module.children(), None) is not None and counter_for(
+                module, counters or {}) is None:
             raise ValueError(
                 f"layer {layer!r} ({type(module).__name__}) does arithmetic in its own forward; "
                 "its traffic is not counted (the call's inputs and outputs are the whole "
-                "block's). Register a counter for it with "
-                 "book.counting.counter.register_counter to "
-                "count it as one unit")
+                "block's). Count it as one unit: count_traffic(model, inputs, "
+                f"counters={{{type(module).__name__}: counter}})")
         traffic.append((read, _weight_bytes(module), written))
     table[list(TRAFFIC_COLUMNS)] = pd.DataFrame(traffic, index=table.index, dtype="int64")
     table["bytes"] = table[list(TRAFFIC_COLUMNS)].sum(axis=1)

@@ -1,14 +1,16 @@
 """What the Transformer computes and stores: operations and bytes, block by block.
 
-Each operation's cost is written once, as a function of its shape (:func:`dot_products`,
-:func:`linear_cost`, :func:`softmax_cost`, :func:`layer_norm_cost`), and used twice: by the
-counters registered here with :func:`book.counting.counter.register_counter`, which ``count_ops``
-calls with the shapes one forward pass produced, and by :func:`closed_form_counts`, which
-adds them up from the lengths ``S`` and ``T`` (ints, or sympy symbols for the polynomials).
-Importing this module registers the counters; ``count_ops`` refuses a Transformer without
-them. Conventions are :mod:`book.counting.counter`'s: a dot product of length ``n`` costs ``n``
-multiplications and ``n - 1`` additions; ``bias=True`` adds one addition per output of a
-biased layer (and LayerNorm's beta); activations (ReLU) count zero.
+Every operation is priced by the counting package's one cost model
+(:mod:`book.counting.closed_forms`: a dot product of length ``n`` costs ``n`` multiplications
+and ``n - 1`` additions, a reduction of ``m`` values ``m - 1``, the softmax's convention is
+stated in :mod:`book.counting.costs`), and the Transformer's own layers are priced here from
+those formulas (:func:`scores_cost`, :func:`softmax_cost`, :func:`layer_norm_cost`), each as its
+module's ``forward`` computes it. Each is used twice: by the counters of :data:`COUNTERS`,
+which ``count_ops(model, inputs, counters=COUNTERS)`` calls with the shapes one forward pass
+produced (without them it refuses the Transformer's layers), and by
+:func:`closed_form_counts`, which adds them up from the lengths ``S`` and ``T`` (ints, or sympy
+symbols for the polynomials). ``bias=True`` adds one addition per output of a biased layer
+(and LayerNorm's beta); activations (ReLU) count zero.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ import weakref
 import pandas as pd
 import torch
 
-from book.counting.counter import OP_KINDS, register_counter
+from book.counting.closed_forms import dot_products, plus, reduction, softmax_counts
+from book.counting.counter import OP_KINDS
 from book.transformer import layers
 from book.transformer.model import Transformer, TransformerConfig
 
 __all__ = [
-    "BLOCKS", "activation_bytes", "block_of", "closed_form_counts", "count_additions",
-    "count_layer_norm", "count_linear", "count_lookup", "count_matmul", "count_padding_mask",
-    "count_scale", "count_scores", "count_softmax", "dot_products", "layer_norm_cost",
-    "linear_cost", "parameter_bytes", "saved_tensor_bytes", "scores_cost", "softmax_cost",
-    "sum_counts",
+    "BLOCKS", "COUNTERS", "activation_bytes", "block_of", "closed_form_counts",
+    "count_layer_norm", "layer_norm_cost", "parameter_bytes", "saved_tensor_bytes",
+    "scores_cost", "softmax_cost", "sum_counts",
 ]
 
 BLOCKS = ("embeddings", "masks", "encoder.self_attn", "encoder.add_norm1", "encoder.ffn",
@@ -37,87 +38,71 @@ BLOCKS = ("embeddings", "masks", "encoder.self_attn", "encoder.add_norm1", "enco
           "decoder_norm", "generator")
 
 
-# --- the cost of each operation -------------------------------------------------------------
-
-
-def dot_products(count, length) -> dict:
-    """``count`` dot products of ``length`` terms: ``length`` mults and ``length - 1`` adds
-    each. A matrix product ``[M, K] @ [K, N]`` is ``M N`` dot products of length ``K``."""
-    return {"mults": count * length, "adds": count * (length - 1)}
-
-
-def linear_cost(rows, fan_in, fan_out, bias: bool) -> dict:
-    """``nn.Linear(fan_in, fan_out)`` on ``rows`` rows: a dot product per output, and with
-    ``bias`` one addition more (as :func:`book.counting.counter.linear_ops`, but ``rows`` may be a
-    symbol)."""
-    cost = dot_products(rows * fan_out, fan_in)
-    cost["adds"] += rows * fan_out * int(bias)
-    return cost
+# --- the cost of each of its layers -----------------------------------------------------------
 
 
 def scores_cost(heads_rows, lk, d_k, q_size, k_size) -> dict:
     """:class:`~book.transformer.layers.Scores`: ``heads_rows`` rows of ``lk`` dot products of
-    length ``d_k``, and the largest magnitudes of ``q`` and ``k`` (``q_size - 1`` and
-    ``k_size - 1`` comparisons over their elements) that choose the scale."""
-    cost = dot_products(heads_rows * lk, d_k)
-    cost["comparisons"] = (q_size - 1) + (k_size - 1)
-    return cost
+    length ``d_k``, and the largest magnitudes of ``q`` and ``k`` (maxima over their
+    ``q_size`` and ``k_size`` elements) that choose the scale."""
+    return plus(dot_products(heads_rows * lk, d_k), reduction("comparisons", 1, q_size),
+                reduction("comparisons", 1, k_size))
 
 
 def softmax_cost(rows, n) -> dict:
-    """:class:`~book.transformer.layers.Softmax` over ``rows`` rows of ``n`` scores, per row:
-    the maximum (``n - 1`` comparisons) and two guards, ``n`` subtractions, ``n``
-    exponentials, the sum (``n - 1`` additions) and ``n`` divisions."""
-    return {"comparisons": rows * (n + 1), "adds": rows * (2 * n - 1), "exps": rows * n,
-            "divs": rows * n}
+    """:class:`~book.transformer.layers.Softmax` over ``rows`` rows of ``n`` scores: the book's
+    softmax, guarded by two comparisons per row (the maximum with ``-inf``, the sum with 0)."""
+    return softmax_counts(rows, n, guards=2)
 
 
 def layer_norm_cost(rows, d, bias: bool) -> dict:
-    """:class:`~book.transformer.layers.LayerNorm` over ``rows`` rows of ``d`` entries, as the
-    comments of its ``forward`` itemise; beta's ``d`` additions only with ``bias``."""
-    return {"comparisons": rows * 2 * d, "mults": rows * (3 * d + 3),
-            "adds": rows * (3 * d - 1 + d * int(bias)), "divs": rows * (2 * d + 3),
-            "sqrts": rows}
+    """:class:`~book.transformer.layers.LayerNorm` over ``rows`` rows of ``d`` entries, step by
+    step as the comments of its ``forward`` itemise; beta's ``d`` additions only with
+    ``bias``."""
+    maximum = reduction("comparisons", rows, d)  # max|x|, then max|x - mu|
+    mean = reduction("adds", rows, d, mean=True)  # of the scaled row, then of its squares
+    return plus(
+        maximum, {"comparisons": rows}, {"mults": rows * d},  # exponent clamped; x * 2**-e
+        mean, {"adds": rows * d},  # mu; xc = xs - mu
+        maximum, {"mults": rows, "comparisons": rows},  # c = sqrt(eps) * p; maximum(s, c)
+        {"divs": rows * d}, {"mults": rows * d}, mean,  # u = xc / m; var = mean(u * u)
+        {"divs": rows, "mults": 2 * rows, "adds": rows, "sqrts": rows},  # r; std
+        {"divs": rows * d, "mults": rows * d, "adds": rows * d if bias else 0},  # addcmul
+    )
 
 
 # --- counters for count_ops: the shapes one call saw, for the whole batch ---------------------
 
 
-@register_counter(layers.PositionalEncoding, layers.Add, layers.ApplyMask, layers.CausalMask)
 def count_additions(module, inputs, output, *, bias, pooling):
     """One addition per output element: positions, residuals, masks added to scores."""
     return {"adds": output.numel()}
 
 
-@register_counter(layers.Scale)
 def count_scale(module, inputs, output, *, bias, pooling):
     return {"mults": output.numel()}
 
 
-@register_counter(layers.Linear)
 def count_linear(module, inputs, output, *, bias, pooling):
     """A dot product of length ``in_features`` per output, and the bias when counted."""
-    return linear_cost(output.numel() // module.out_features, module.in_features,
-                       module.out_features, bias and module.bias is not None)
+    return dot_products(output.numel(), module.in_features,
+                        bias=bias and module.bias is not None)
 
 
-@register_counter(layers.MatMul)
 def count_matmul(module, inputs, output, *, bias, pooling):
     """Each output element is a dot product of length K, the inner size of the product."""
     return dot_products(output.numel(), inputs[0].shape[-1])
 
 
-@register_counter(layers.Scores)
 def count_scores(module, inputs, output, *, bias, pooling):
     """The scores and the scale; when the scale is not 1, one multiplication per q."""
-    (q, k), (scores, shift) = inputs, output
+    (q, k), (scores, shift) = inputs[:2], output  # inputs[2], if any, is the mask
     n = scores.shape[-1]
     cost = scores_cost(scores.numel() // n, n, q.shape[-1], q.numel(), k.numel())
     cost["mults"] += q.numel() if shift else 0
     return cost
 
 
-@register_counter(layers.Softmax)
 def count_softmax(module, inputs, output, *, bias, pooling):
     """As :func:`softmax_cost`; with a ``shift``, one multiplication per score more."""
     n = output.shape[-1]
@@ -127,22 +112,31 @@ def count_softmax(module, inputs, output, *, bias, pooling):
     return cost
 
 
-@register_counter(layers.LayerNorm)
 def count_layer_norm(module, inputs, output, *, bias, pooling):
     d = output.shape[-1]
     return layer_norm_cost(output.numel() // d, d, bias)
 
 
-@register_counter(layers.KeyPaddingMask)
 def count_padding_mask(module, inputs, output, *, bias, pooling):
     """One comparison with the padding id per token."""
     return {"comparisons": inputs[0].numel()}
 
 
-@register_counter(layers.TokenEmbedding)
 def count_lookup(module, inputs, output, *, bias, pooling):
     """A table lookup: no arithmetic (checking that the ids are in range is not counted)."""
     return {}
+
+
+COUNTERS = {
+    layers.PositionalEncoding: count_additions, layers.Add: count_additions,
+    layers.ApplyMask: count_additions, layers.CausalMask: count_additions,
+    layers.Scale: count_scale, layers.Linear: count_linear, layers.MatMul: count_matmul,
+    layers.Scores: count_scores, layers.Softmax: count_softmax,
+    layers.LayerNorm: count_layer_norm, layers.KeyPaddingMask: count_padding_mask,
+    layers.TokenEmbedding: count_lookup,
+}
+"""The Transformer's layers, each counted as one unit: ``count_ops(model, inputs,
+counters=COUNTERS)``."""
 
 
 # --- blocks and closed forms ------------------------------------------------------------------
@@ -167,11 +161,7 @@ def block_of(name: str) -> str:
 
 def sum_counts(*parts: dict) -> dict:
     """The counts of ``parts`` added up, kind by kind, with every kind present (0 if none)."""
-    out = dict.fromkeys((*OP_KINDS, "activations"), 0)
-    for part in parts:
-        for kind, count in part.items():
-            out[kind] += count
-    return out
+    return plus(dict.fromkeys((*OP_KINDS, "activations"), 0), *parts)
 
 
 def closed_form_counts(S, T, config: TransformerConfig, *,
@@ -180,10 +170,10 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
 
     ``S`` and ``T`` (source and target lengths) may be ints or sympy symbols. Returns
     ``{block: {kind: count}}`` for the :data:`BLOCKS`, with the kinds of
-    ``book.counting.counter.OP_KINDS`` plus ``activations`` (elements of every module output). Each
-    operation costs what the functions above say, the same ones the counters use: a linear
-    layer or a matrix product a dot product per output element, softmax and LayerNorm what
-    their modules' comments itemise.
+    ``book.counting.counter.OP_KINDS`` plus ``activations`` (elements of every module output).
+    Each operation costs what the functions above say, the same ones the counters use: a
+    linear layer or a matrix product a dot product per output element, softmax and LayerNorm
+    what their modules' comments itemise.
     """
     D, h, F, V, dk = config.d_model, config.n_heads, config.d_ff, config.tgt_vocab, config.d_k
 
@@ -191,7 +181,7 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
         return sum_counts(cost or {}, {"activations": elements})
 
     def linear(n, fan_in, fan_out) -> dict:
-        return module(n * fan_out, linear_cost(n, fan_in, fan_out, bias))
+        return module(n * fan_out, dot_products(n * fan_out, fan_in, bias=bias))
 
     def attention(lq, lk) -> dict:
         scores = h * lq * lk
