@@ -84,15 +84,10 @@ def test_layer_rates_refuse_a_net_with_arithmetic_outside_its_leaf_modules():
 
 
 def test_layer_rates_refuse_a_net_counted_by_units_it_cannot_time_alone():
-    from book.counting import counter
     from book.mnist.models import DepthwiseSeparableConv2d
 
     roofs = Roofs(peak=1e12, bandwidth=1e11, matmul_size=512, copy_bytes=2**28, threads=1)
-    saved = dict(counter._COUNTERS)
-    try:
-        counter.register_counter(DepthwiseSeparableConv2d)(lambda m, i, o, **flags: {})
-        with pytest.raises(ValueError, match="the layer calls and the count's rows differ"):
-            layer_rates({"DSC": LeNet5DSC()}, torch.randn(1, 1, 28, 28), roofs, rounds=1)
-    finally:
-        counter._COUNTERS.clear()
-        counter._COUNTERS.update(saved)
+    counters = {DepthwiseSeparableConv2d: lambda m, i, o, **flags: {}}
+    with pytest.raises(ValueError, match="the layer calls and the count's rows differ"):
+        layer_rates({"DSC": LeNet5DSC()}, torch.randn(1, 1, 28, 28), roofs, rounds=1,
+                    counters=counters)

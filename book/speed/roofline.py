@@ -126,15 +126,17 @@ def layer_seconds(models: Mapping[str, nn.Module], x: torch.Tensor, *, rounds: i
 
 
 def layer_rates(models: Mapping[str, nn.Module], x: torch.Tensor, roofs: Roofs, *,
-                rounds: int = 7, block_seconds: float = 0.005) -> pd.DataFrame:
+                rounds: int = 7, block_seconds: float = 0.005,
+                counters: Mapping | None = None) -> pd.DataFrame:
     """:func:`layer_seconds` beside each call's counts and compulsory traffic
     (:func:`book.speed.traffic.count_traffic`, bias additions and pooling counted, since the
     measured kernels do them): one row per layer call of every net, with the columns of both
     and ``rate`` (operations per second at the call's best time), ``rate_median`` (at its
     median time) and ``of_roof`` (``rate`` as a fraction of the roofline's attainable rate at
-    the call's intensity)."""
+    the call's intensity). ``counters`` as in :func:`~book.counting.counter.count_ops`."""
     times = layer_seconds(models, x, rounds=rounds, block_seconds=block_seconds)
-    counts = pd.concat([count_traffic(model, tuple(x.shape), bias=True, pooling=True)
+    counts = pd.concat([count_traffic(model, tuple(x.shape), bias=True, pooling=True,
+                                      counters=counters)
                         for model in models.values()], ignore_index=True)
     if times["layer"].tolist() != counts["layer"].tolist():
         raise ValueError("layer_rates: the layer calls and the count's rows differ; every "
