@@ -41,12 +41,22 @@ BLOCKS = ("embeddings", "masks", "encoder.self_attn", "encoder.add_norm1", "enco
 # --- the cost of each of its layers -----------------------------------------------------------
 
 
-def scores_cost(heads_rows, lk, d_k, q_size, k_size) -> dict:
+def scores_cost(heads_rows, lk, d_k, q_size, k_size, *, centred: bool = False,
+                masked: bool = False) -> dict:
     """:class:`~book.transformer.layers.Scores`: ``heads_rows`` rows of ``lk`` dot products of
     length ``d_k``, and the largest magnitudes of ``q`` and ``k`` (maxima over their
-    ``q_size`` and ``k_size`` elements) that choose the scale."""
-    return plus(dot_products(heads_rows * lk, d_k), reduction("comparisons", 1, q_size),
+    ``q_size`` and ``k_size`` elements) that choose the scale. ``centred`` (the dtypes of
+    :data:`~book.transformer.layers.CENTRED`: float16): also the mask added to the rounded
+    scores (when ``masked``), each row's largest score and its guard for a fully masked row,
+    and the second, centred product, whose running sum starts at ``-m``: one addition more per
+    score than a plain dot product."""
+    cost = plus(dot_products(heads_rows * lk, d_k), reduction("comparisons", 1, q_size),
                 reduction("comparisons", 1, k_size))
+    if not centred:
+        return cost
+    return plus(cost, dot_products(heads_rows * lk, d_k, bias=True),
+                reduction("comparisons", heads_rows, lk), {"comparisons": heads_rows},
+                {"adds": heads_rows * lk if masked else 0})
 
 
 def softmax_cost(rows, n) -> dict:
@@ -95,10 +105,12 @@ def count_matmul(module, inputs, output, *, bias, pooling):
 
 
 def count_scores(module, inputs, output, *, bias, pooling):
-    """The scores and the scale; when the scale is not 1, one multiplication per q."""
-    (q, k), (scores, shift) = inputs[:2], output  # inputs[2], if any, is the mask
+    """As :func:`scores_cost`, from the shapes of one call; scaled down by ``2**shift``, one
+    multiplication per q more."""
+    (q, k), (scores, shift) = inputs[:2], output
     n = scores.shape[-1]
-    cost = scores_cost(scores.numel() // n, n, q.shape[-1], q.numel(), k.numel())
+    cost = scores_cost(scores.numel() // n, n, q.shape[-1], q.numel(), k.numel(),
+                       centred=q.dtype in layers.CENTRED, masked=len(inputs) > 2)
     cost["mults"] += q.numel() if shift else 0
     return cost
 
@@ -173,7 +185,9 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
     ``book.counting.counter.OP_KINDS`` plus ``activations`` (elements of every module output).
     Each operation costs what the functions above say, the same ones the counters use: a
     linear layer or a matrix product a dot product per output element, softmax and LayerNorm
-    what their modules' comments itemise.
+    what their modules' comments itemise. Every attention block is given a mask; in
+    ``config.dtype`` float16 the scores are centred (:func:`scores_cost`). The scale is
+    assumed 1 (no ``2**-shift``: inputs of ordinary size).
     """
     D, h, F, V, dk = config.d_model, config.n_heads, config.d_ff, config.tgt_vocab, config.d_k
 
@@ -183,12 +197,16 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
     def linear(n, fan_in, fan_out) -> dict:
         return module(n * fan_out, dot_products(n * fan_out, fan_in, bias=bias))
 
+    centred = config.dtype in layers.CENTRED  # float16: 1/sqrt(d_k) after the product
+
     def attention(lq, lk) -> dict:
         scores = h * lq * lk
+        scaled = scores if centred else lq * D  # what 1/sqrt(d_k) multiplies
         return sum_counts(
             linear(lq, D, D), linear(lk, D, D), linear(lk, D, D),  # Q, K, V projections
-            module(lq * D, {"mults": lq * D}),  # Q / sqrt(d_k)
-            module(scores, scores_cost(h * lq, lk, dk, lq * D, lk * D)),  # Q K^T, at scale 1
+            module(scaled, {"mults": scaled}),  # Q / sqrt(d_k), or the centred scores
+            module(scores, scores_cost(h * lq, lk, dk, lq * D, lk * D, centred=centred,
+                                       masked=True)),  # Q K^T, at scale 1
             module(scores, {"adds": scores}),  # + M
             module(scores, softmax_cost(h * lq, lk)),
             module(lq * D, dot_products(h * lq * dk, lk)),  # P V

@@ -121,7 +121,7 @@ class ScaledDotProductAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         if q.dtype in CENTRED:
-            a, shift = self.scores(q, k, mask=mask)  # (B, h, Lq, Lk), less each row's max
+            a, shift = self.scores(q, k, mask)  # (B, h, Lq, Lk), less each row's max
             a = self.scale(a)
         else:
             a, shift = self.scores(self.scale(q), k)  # (B, h, Lq, Lk), times 2**-shift
