@@ -46,13 +46,13 @@ from book.transformer.layers import (
     Softmax,
     TokenEmbedding,
 )
+from book.transformer.pytorch_reference import check_torch_reference
 
 __all__ = ["BOS", "DTYPES", "EOS", "PAD", "Add", "AddNorm", "ApplyMask", "CausalMask",
            "DecoderLayer", "EncoderLayer", "FeedForward", "KVCache", "KeyPaddingMask",
            "LayerNorm", "Linear", "MatMul", "MultiHeadAttention", "PositionalEncoding",
            "RangeError", "Scale", "ScaledDotProductAttention", "Scores", "Softmax",
-           "TokenEmbedding", "Transformer", "TransformerConfig", "check_batch", "check_tokens",
-           "check_torch_reference"]
+           "TokenEmbedding", "Transformer", "TransformerConfig", "check_batch", "check_tokens"]
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 PAD, BOS, EOS = 0, 1, 2  # special tokens; a task's own tokens come after them
@@ -404,9 +404,9 @@ class Transformer(nn.Module):
         """Copy the weights of ``nn.Transformer(d_model, nhead, 1, 1, d_ff, batch_first=True)``.
 
         A setting of ``ref`` that ours does not compute is refused first
-        (:func:`check_torch_reference`). ``in_proj_weight`` stacks ``W^Q; W^K; W^V``
-        (``[3d, d]``); it is split into our three projections. Every copied shape is checked;
-        values are rounded to our dtype.
+        (:func:`~book.transformer.pytorch_reference.check_torch_reference`).
+        ``in_proj_weight`` stacks ``W^Q; W^K; W^V`` (``[3d, d]``); it is split into our three
+        projections. Every copied shape is checked; values are rounded to our dtype.
         """
         check_torch_reference(ref, self.config)
         pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []
@@ -448,44 +448,3 @@ class Transformer(nn.Module):
         for _, dst, src in pairs:  # nothing is copied unless everything fits
             dst.copy_(src)
         return self
-
-
-def check_torch_reference(ref: nn.Transformer, config: TransformerConfig) -> None:
-    """A ``ValueError`` naming the first setting of ``ref`` that our model of ``config`` does
-    not compute (so that its weights would give other outputs), what ours computes, and what
-    to change; a ``TypeError`` unless ``ref`` is an ``nn.Transformer``."""
-    if not isinstance(ref, nn.Transformer):
-        raise TypeError(f"ref must be a torch.nn.Transformer, got {type(ref).__name__}")
-    enc, dec = ref.encoder, ref.decoder
-    own = {enc: nn.TransformerEncoder, dec: nn.TransformerDecoder}
-    if any(type(m) is not t for m, t in own.items()) or any(
-            type(layer) not in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-            for layer in (*enc.layers, *dec.layers)):
-        raise ValueError("ref has a custom_encoder or custom_decoder, which ours cannot "
-                         "reproduce: ours computes nn.Transformer's own encoder and decoder "
-                         "layers; build the reference without custom_encoder/custom_decoder")
-    layers = (*enc.layers, *dec.layers)
-    other = [a for a in (layer.activation for layer in layers)
-             if not (a is nn.functional.relu or isinstance(a, nn.ReLU))]
-    eps = sorted({m.eps for m in ref.modules() if isinstance(m, nn.LayerNorm)})
-    settings = (  # (setting, ref's value, ours, the config field that would follow ref's)
-        ("final encoder and decoder norms", None not in (enc.norm, dec.norm), True, None),
-        ("num_encoder_layers", len(enc.layers), 1, None),
-        ("num_decoder_layers", len(dec.layers), 1, None),
-        ("d_model", ref.d_model, config.d_model, "d_model"),
-        ("nhead", ref.nhead, config.n_heads, "n_heads"),
-        ("dim_feedforward", layers[0].linear1.out_features, config.d_ff, "d_ff"),
-        ("norm_first", any(layer.norm_first for layer in layers), False, None),
-        ("activation", getattr(other[0], "__name__", type(other[0]).__name__) if other else "relu",
-         "relu", None),
-        ("bias", layers[0].linear1.bias is not None, True, None),
-        ("layer_norm_eps", eps[0] if eps != [LayerNorm.EPS] else LayerNorm.EPS, LayerNorm.EPS,
-         None),
-    )
-    for setting, theirs, ours, field in settings:
-        if theirs != ours:
-            fix = f"build the reference with {setting}={ours!r}"
-            if field:
-                fix += f", or our model with TransformerConfig({field}={theirs!r})"
-            raise ValueError(f"ref has {setting}={theirs!r}, which ours cannot reproduce: ours "
-                             f"computes {setting}={ours!r}; {fix}")
