@@ -25,9 +25,9 @@ import torch
 from book.checks import is_int, positive_int
 
 __all__ = [
-    "CATEGORIES", "adaptive_windows", "attention_cost", "conv2d_ops", "conv_output_size",
-    "dot_products", "int_tuple", "linear_ops", "norm_counts", "plus", "pool2d_ops",
-    "pool_counts", "pool_windows", "reduction", "softmax_counts",
+    "CATEGORIES", "Uncountable", "adaptive_windows", "attention_cost", "conv2d_ops",
+    "conv_output_size", "dot_products", "int_tuple", "linear_ops", "norm_counts", "plus",
+    "pool2d_ops", "pool_counts", "pool_windows", "reduction", "softmax_counts",
 ]
 
 PRODUCTS, BIAS, NORM, ELEMENTWISE = "products", "bias", "normalization", "elementwise"
@@ -36,6 +36,11 @@ CATEGORIES = (PRODUCTS, BIAS, NORM, ELEMENTWISE, ACTIVATION, SOFTMAX, REDUCTION,
 
 Counts = dict[str, int]  # kind of operation ("mults", "adds", ...) -> count
 Parts = dict[str, Counts]  # category -> counts
+
+
+class Uncountable(ValueError):
+    """A known operation called in a way the cost model does not count (a transposed
+    convolution, batch statistics, dropout): refused, never counted as zero."""
 
 # Sizes may be ints or sympy symbols: no max(), int() or comparison of a size in the formulas.
 

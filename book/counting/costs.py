@@ -66,6 +66,7 @@ from book.counting.closed_forms import (
     REDUCTION,
     SOFTMAX,
     Parts,
+    Uncountable,
     adaptive_windows,
     attention_cost,
     dot_products,
@@ -76,15 +77,11 @@ from book.counting.closed_forms import (
     reduction,
     softmax_counts,
 )
+from book.counting.write_costs import accumulated_cost, indexed_count
 
 __all__ = ["COSTS", "ZERO_COST", "Uncountable", "convolution_cost", "matmul_cost"]
 
 Cost = Callable[[dict, object, object], Parts]  # (named arguments, output, context) -> parts
-
-
-class Uncountable(ValueError):
-    """A known operator called in a way this table does not count (a transposed convolution,
-    batch statistics, dropout): refused, never counted as zero."""
 
 
 # Operators that do no arithmetic on data: views, copies, selection, indexing, factories.
@@ -289,49 +286,6 @@ def _addcmul(kind: str) -> Cost:  # self + value * t1 (* or /) t2
     return cost
 
 
-# --------------------------------------------------------------------------- aten: writes
-
-def _indexed(x: torch.Tensor, indices) -> int:
-    """How many elements ``x[indices]`` selects: the broadcast size of the index tensors times
-    the dimensions they leave whole (a boolean mask selects as many as it holds ``True``)."""
-    selected, whole, dims = [], 1, 0
-    for index in indices:
-        if index is None:
-            whole *= x.shape[dims]
-            dims += 1
-        elif index.dtype in (torch.bool, torch.uint8):
-            if index.is_meta:
-                raise Uncountable("an accumulating write through a boolean mask is not counted "
-                                  "on the meta device (its count depends on the mask's "
-                                  "values); count on the CPU")
-            selected.append((int(index.sum()),))
-            dims += index.dim()
-        else:
-            selected.append(tuple(index.shape))
-            dims += 1
-    return math.prod(torch.broadcast_shapes(*selected)) * whole * math.prod(x.shape[dims:])
-
-
-def _accumulated(count: Callable[[dict], int], flag: str | None = None) -> Cost:
-    """A write that adds each value to its target when ``flag`` (an argument) is true, or, with
-    no flag, that always adds (``index_add``, ``scatter_add``); ``count(arguments)`` is the
-    number of values written. ``index_add``'s ``alpha != 1`` multiplies each value first;
-    ``scatter``'s ``reduce="multiply"`` multiplies instead of adding."""
-
-    def cost(a: dict, out, ctx) -> Parts:
-        reduce = a.get("reduce")
-        if flag is not None and not a.get(flag, False):
-            return {}  # a plain write: moves data only
-        n = count(a)
-        if reduce == "multiply":
-            return {ELEMENTWISE: {"mults": n}}
-        if reduce not in (None, "add", "sum"):
-            raise Uncountable(f"scatter with reduce={reduce!r} is not counted")
-        return {ELEMENTWISE: {"adds": n, **({"mults": n} if a.get("alpha", 1) != 1 else {})}}
-
-    return cost
-
-
 # --------------------------------------------------------------------------- aten: reductions
 
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
@@ -440,11 +394,11 @@ COSTS: dict[str, Cost] = {
     "leaky_relu": _per_element(ACTIVATION, mults=1),
     "_prelu_kernel": _per_element(ACTIVATION, mults=1),
     "embedding": lambda a, out, ctx: {},  # a table lookup: known, and no arithmetic
-    "index_put": _accumulated(lambda a: _indexed(a["self"], a["indices"]), "accumulate"),
-    "put": _accumulated(lambda a: a["index"].numel(), "accumulate"),
-    "index_add": _accumulated(lambda a: a["source"].numel()),
-    "scatter_add": _accumulated(lambda a: a["index"].numel()),
-    "scatter": _accumulated(lambda a: a["index"].numel(), "reduce"),
+    "index_put": accumulated_cost(lambda a: indexed_count(a["self"], a["indices"]), "accumulate"),
+    "put": accumulated_cost(lambda a: a["index"].numel(), "accumulate"),
+    "index_add": accumulated_cost(lambda a: a["source"].numel()),
+    "scatter_add": accumulated_cost(lambda a: a["index"].numel()),
+    "scatter": accumulated_cost(lambda a: a["index"].numel(), "reduce"),
     "sum": _reduction("adds"), "mean": _reduction("adds", mean=True),
     **{op: _reduction("comparisons") for op in ("amax", "amin", "max", "min", "argmax",
                                                 "argmin")},
