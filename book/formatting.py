@@ -1,17 +1,18 @@
 """Numbers as the prose writes them: scientific notation for MyST math, integers with
 thousands separators in the tables shown next to the prose, one way to write a table cell
-(:func:`readable`), and one call to hand a chapter's numbers to its text (:func:`glue_numbers`)."""
+(:func:`readable`), a table for a numbered, captioned ``{table}`` (:func:`markdown_table`), and
+one call to hand a chapter's numbers to its text (:func:`glue_numbers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["glue_numbers", "latex_sci", "readable", "with_separators"]
+__all__ = ["glue_numbers", "latex_sci", "markdown_table", "readable", "with_separators"]
 
 
 def mantissa_exponent(value: float, digits: int) -> tuple[str, int]:
@@ -69,3 +70,25 @@ def glue_numbers(values: Mapping[str, Any]) -> None:
             raise ValueError(f"glue_numbers: {key!r} is {value}; a number for the text must be "
                              "finite: check the computation that produced it")
         glue(key, value, display=False)
+
+
+def markdown_table(frame: pd.DataFrame, cell: Callable[[Any], str] = readable, *,
+                   index_name: str | None = None, escape: bool = False):
+    """``frame`` as a Markdown pipe table (an ``IPython.display.Markdown``): the index first,
+    headed ``index_name`` (default: the index's name), every value written by ``cell``, the
+    value columns right-aligned. Glued with ``glue(key, table, display=False)`` and pasted
+    with ``{glue:md}`` inside a ``{table}`` directive, it becomes a numbered table with a
+    caption, which a glued DataFrame cannot. ``escape`` puts a backslash before ``|``, ``*``
+    and ``_`` in every cell and header, for text that is not meant as Markdown."""
+    from IPython.display import Markdown  # only where a notebook displays it
+
+    def text(value) -> str:
+        value = str(value)
+        return "".join("\\" + c if c in "|*_" else c for c in value) if escape else value
+
+    head = [index_name if index_name is not None else (frame.index.name or ""),
+            *map(str, frame.columns)]
+    rows = [[text(h) for h in head], ["---", *["--:"] * len(frame.columns)]]
+    rows += [[text(name), *(text(cell(v)) for v in values)]
+             for name, values in zip(frame.index, frame.itertuples(index=False), strict=True)]
+    return Markdown("\n".join("| " + " | ".join(row) + " |" for row in rows))

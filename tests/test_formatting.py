@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from book.formatting import glue_numbers, latex_sci, readable, with_separators
+from book.formatting import glue_numbers, latex_sci, markdown_table, readable, with_separators
 
 
 def test_with_separators_writes_integers_with_commas_and_leaves_floats_alone():
@@ -48,3 +48,18 @@ def test_readable_names_what_is_missing_in_the_table_s_own_word():
 def test_glue_numbers_refuses_a_nan_naming_its_key():
     with pytest.raises(ValueError, match="'acc_pct' is nan"):
         glue_numbers({"acc_pct": float("nan")})
+
+
+def test_markdown_table_writes_the_index_first_and_each_value_as_the_prose_does():
+    frame = pd.DataFrame({"mults": [416_520, 62_144], "share": [0.5, None]},
+                         index=pd.Index(["LeNet-5", "DSC"], name="net"))
+    assert markdown_table(frame).data.splitlines() == [
+        "| net | mults | share |", "| --- | --: | --: |",
+        "| LeNet-5 | 416,520 | 0.5 |", "| DSC | 62,144 | none |"]
+
+
+def test_markdown_table_escapes_only_when_asked():
+    frame = pd.DataFrame({"a_b": ["x|y"]}, index=["*"])
+    assert markdown_table(frame, str).data.splitlines()[2] == "| * | x|y |"
+    assert markdown_table(frame, str, escape=True).data.splitlines()[0] == "|  | a\\_b |"
+    assert markdown_table(frame, str, escape=True).data.splitlines()[2] == "| \\* | x\\|y |"
