@@ -364,3 +364,10 @@ def test_generation_projects_the_source_once_and_each_new_token_once():
     with forward_hooks(hooks):
         model.generate(tokens(2, 5), max_len=4)
     assert rows == {"cross": [5], "self": [1, 1, 1, 1]}
+
+
+def test_the_config_follows_the_model_when_it_is_cast():
+    model = Transformer(TransformerConfig(12, 12, d_model=16, n_heads=2, d_ff=32, max_len=8,
+                                          dtype=torch.float32))
+    assert model.half().config.dtype == torch.float16 == model.dtype
+    assert model.to(torch.bfloat16).config.dtype == torch.bfloat16

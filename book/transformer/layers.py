@@ -29,7 +29,7 @@ from book.transformer.strict_fp16 import linear, matmul, row_mean, row_sum
 
 __all__ = ["Add", "ApplyMask", "CausalMask", "KeyPaddingMask", "LayerNorm", "Linear", "MatMul",
            "PositionalEncoding", "RangeError", "Scale", "Scores", "Softmax", "TokenEmbedding",
-           "checked", "step_name"]
+           "check_batch", "check_tokens", "checked", "step_name"]
 
 
 class RangeError(OverflowError):
@@ -308,3 +308,27 @@ class CausalMask(nn.Module):
     def forward(self, padding: torch.Tensor) -> torch.Tensor:
         t = padding.shape[-1]
         return self.m[:t, :t] + padding  # (B, 1, T, T)
+
+
+def check_tokens(name: str, tokens: torch.Tensor, max_len: int, offset: int = 0) -> None:
+    """A ``ValueError`` naming ``name`` unless ``tokens`` is ``[B, L]`` of dtype long with
+    ``1 <= L`` and ``offset + L <= max_len``; the ids themselves are checked by the embedding."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
+        shape = list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        dtype = getattr(tokens, "dtype", "")
+        raise ValueError(f"{name} must be token ids of shape [B, L] and dtype long, got "
+                         f"{shape} {dtype}")
+    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sequence and one position, got shape "
+                         f"{list(tokens.shape)}")
+    if offset + tokens.shape[1] > max_len:
+        raise ValueError(f"{name} reaches position {offset + tokens.shape[1]}, more than "
+                         f"max_len = {max_len} positions")
+
+
+def check_batch(**tensors: torch.Tensor) -> None:
+    """A ``ValueError`` unless the tensors have the same batch size (first dimension)."""
+    sizes = {name: t.shape[0] for name, t in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError("batch sizes must match: " + ", ".join(f"{n} has {b}"
+                                                                for n, b in sizes.items()))

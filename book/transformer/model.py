@@ -23,6 +23,7 @@ raises :class:`~book.transformer.layers.RangeError` naming it and the magnitude.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ from book.transformer.layers import (
     Scores,
     Softmax,
     TokenEmbedding,
+    check_batch,
+    check_tokens,
 )
 from book.transformer.pytorch_reference import check_torch_reference
 
@@ -52,7 +55,7 @@ __all__ = ["BOS", "DTYPES", "EOS", "PAD", "Add", "AddNorm", "ApplyMask", "Causal
            "DecoderLayer", "EncoderLayer", "FeedForward", "KVCache", "KeyPaddingMask",
            "LayerNorm", "Linear", "MatMul", "MultiHeadAttention", "PositionalEncoding",
            "RangeError", "Scale", "ScaledDotProductAttention", "Scores", "Softmax",
-           "TokenEmbedding", "Transformer", "TransformerConfig", "check_batch", "check_tokens"]
+           "TokenEmbedding", "Transformer", "TransformerConfig"]
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 PAD, BOS, EOS = 0, 1, 2  # special tokens; a task's own tokens come after them
@@ -256,30 +259,6 @@ class DecoderLayer(nn.Module):
         return self.add_norm3(y, self.ffn(y))  # (R14), (R15)
 
 
-def check_tokens(name: str, tokens: torch.Tensor, max_len: int, offset: int = 0) -> None:
-    """A ``ValueError`` naming ``name`` unless ``tokens`` is ``[B, L]`` of dtype long with
-    ``1 <= L`` and ``offset + L <= max_len``; the ids themselves are checked by the embedding."""
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
-        shape = list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        dtype = getattr(tokens, "dtype", "")
-        raise ValueError(f"{name} must be token ids of shape [B, L] and dtype long, got "
-                         f"{shape} {dtype}")
-    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one sequence and one position, got shape "
-                         f"{list(tokens.shape)}")
-    if offset + tokens.shape[1] > max_len:
-        raise ValueError(f"{name} reaches position {offset + tokens.shape[1]}, more than "
-                         f"max_len = {max_len} positions")
-
-
-def check_batch(**tensors: torch.Tensor) -> None:
-    """A ``ValueError`` unless the tensors have the same batch size (first dimension)."""
-    sizes = {name: t.shape[0] for name, t in tensors.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError("batch sizes must match: " + ", ".join(f"{n} has {b}"
-                                                                for n, b in sizes.items()))
-
-
 class Transformer(nn.Module):
     """Token ids in, next-token logits out: ``src [B, S]``, ``tgt [B, T] -> [B, T, tgt_vocab]``.
 
@@ -318,6 +297,15 @@ class Transformer(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype of the parameters now (``.to(dtype)`` changes it)."""
         return self.generator.weight.dtype
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype), .half(), ...: the config follows the parameters, so what reads
+        # model.config (the closed-form counts) sees the model as it now computes; a float64
+        # copy (a reference for error measurements, no config of ours) keeps the last one
+        super()._apply(fn, recurse)
+        if self.dtype in DTYPES:
+            self.config = dataclasses.replace(self.config, dtype=self.dtype)
+        return self
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``src [B, S]`` -> (memory ``[B, S, d_model]``, source mask ``[B, 1, 1, S]``)."""
