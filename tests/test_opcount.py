@@ -1,13 +1,11 @@
 """Operation counts: the per-layer count, the closed forms and PyTorch's FlopCounterMode agree
 exactly, and arithmetic the counter does not know is refused."""
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from matplotlib.layout_engine import ConstrainedLayoutEngine
 from strategies import MNIST, SETTINGS, conv_configs, pool_configs, totals
 from torch import nn
 
@@ -20,7 +18,6 @@ from book.counting.counter import (
     count_ops,
     pytorch_flops,
 )
-from book.counting.figures import plot_layer_ops
 from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC
 
 # --------------------------------------------------------------------------- LeNet-5 totals
@@ -173,23 +170,6 @@ def test_pooling_windows_are_those_pytorch_averages_over(cfg):
     assert totals(avg) == (0 if identity else outputs, positions - outputs)
     maxed = count_ops(nn.MaxPool2d(k, s, p, ceil_mode=cfg["ceil"]), shape, pooling=True)
     assert maxed.loc[0, "comparisons"] == positions - outputs
-
-
-# --------------------------------------------------------------------------- figure
-
-def test_layer_figure_draws_every_layer_that_does_arithmetic_on_one_shared_axis():
-    tables = {"regular": count_ops(LeNet5(), MNIST), "separable": count_ops(LeNet5DSC(), MNIST)}
-    fig = plot_layer_ops(tables)
-    regular, separable = fig.axes
-    assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
-    assert [t.get_text() for t in regular.get_xticklabels()] == ["c1", "c3", "c5", "f6", "output"]
-    assert [p.get_height() for p in regular.patches[:5]] == list(
-        tables["regular"].query("mults > 0")["mults"])
-    assert len(separable.patches) == 2 * 8  # c1.pointwise's zero additions: a bar of height 0
-    assert regular.get_title() == "regular" and regular.get_yscale() == "log"
-    assert regular.get_shared_y_axes().joined(regular, separable)  # one scale for both nets
-    assert regular.get_ylim() == separable.get_ylim()
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- every operator

@@ -1,9 +1,7 @@
-"""The figures of Parts c and d: operations per layer, the other multiplications, and the
-ratios of the separable map. Each function returns its matplotlib Figure."""
+"""The figures of Part d and its appendix: the ratios of the separable map, and the
+multiplications outside the products. Each function returns its matplotlib Figure."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,42 +10,7 @@ from matplotlib.figure import Figure
 
 from book.counting.separable_map import adds_ratio, mults_ratio
 
-__all__ = ["plot_layer_ops", "plot_other_mults", "plot_ratios"]
-
-
-def plot_layer_ops(tables: Mapping[str, pd.DataFrame], *, kinds=("mults", "adds")) -> Figure:
-    """One bar chart per net, side by side on one shared logarithmic y-axis: the operations of
-    every layer that does any.
-
-    ``tables`` maps a panel title to a table from :func:`~book.counting.counter.count_ops`.
-    The panels share their y-limits, so bars of the same height are the same count in every
-    panel; each panel is as wide as its number of layers needs, so a bar is equally wide in
-    all of them.
-    Two panels make a figure 8.5 inches wide, like the book's other full-width figures.
-    """
-    names = {"mults": "multiplications", "adds": "additions", "comparisons": "comparisons"}
-    shown = [table[table[list(kinds)].sum(axis=1) > 0] for table in tables.values()]
-    values = np.concatenate([rows[list(kinds)].to_numpy(dtype=float).ravel() for rows in shown])
-    positive = values[values > 0]
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.25 * len(tables), 3.6), sharey=True,
-                             layout="constrained", squeeze=False,
-                             gridspec_kw={"width_ratios": [max(len(rows), 1) for rows in shown]})
-    width = 0.8 / len(kinds)
-    for ax, title, rows in zip(axes[0], tables, shown, strict=True):
-        x = np.arange(len(rows))
-        for i, kind in enumerate(kinds):
-            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, rows[kind], width,
-                   label=names.get(kind, kind))
-        ax.set_xticks(x, rows["layer"], rotation=45, ha="right")
-        ax.set_yscale("log")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_title(title)
-    first = axes[0, 0]
-    if len(positive):  # one range for all panels, with room above the bars for the legend
-        first.set_ylim(10 ** np.floor(np.log10(positive.min())), 6 * positive.max())
-    first.set_ylabel("operations (batch of 1)")
-    first.legend(loc="upper right")
-    return fig
+__all__ = ["plot_other_mults", "plot_ratios"]
 
 
 def plot_other_mults(shares: pd.DataFrame) -> Figure:
