@@ -1,7 +1,6 @@
-"""Numbers as the prose writes them: scientific notation for MyST math, integers with
-thousands separators in the tables shown next to the prose, one way to write a table cell
-(:func:`readable`), a table for a numbered, captioned ``{table}`` (:func:`markdown_table`), and
-one call to hand a chapter's numbers to its text (:func:`glue_numbers`)."""
+"""Numbers as the prose writes them: scientific notation for MyST math, one way to write a table
+cell (:func:`readable`), a table for a numbered, captioned ``{table}`` (:func:`markdown_table`),
+and one call to hand a chapter's numbers to its text (:func:`glue_numbers`)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["glue_numbers", "latex_sci", "markdown_table", "readable", "with_separators"]
+__all__ = ["glue_numbers", "latex_sci", "markdown_table", "readable"]
 
 
 def mantissa_exponent(value: float, digits: int) -> tuple[str, int]:
@@ -25,21 +24,6 @@ def latex_sci(value: float, digits: int = 1) -> str:
     """``1.2e-06`` as the inline math ``$1.2\\times10^{-6}$``, for the text."""
     mantissa, exponent = mantissa_exponent(value, digits)
     return f"${mantissa}\\times10^{{{exponent}}}$"
-
-
-def _separated(value):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return f"{int(value):,}"
-    return value
-
-
-def with_separators(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``table`` for display, in which every integer cell (a Python or NumPy
-    integer, not a bool) is a string with thousands separators, ``416520`` -> ``"416,520"``,
-    as the prose writes its counts. Every other cell, floats included, is unchanged, and so
-    are the index and the column names; ``table`` itself is not modified, so the numbers can
-    still be computed with."""
-    return table.map(_separated)
 
 
 def readable(value: Any, missing: str = "none") -> str:

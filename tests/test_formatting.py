@@ -4,29 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from book.formatting import glue_numbers, latex_sci, markdown_table, readable, with_separators
-
-
-def test_with_separators_writes_integers_with_commas_and_leaves_floats_alone():
-    table = pd.DataFrame({"mults": [416_520, 62_144], "ratio": [6.7, 7.56],
-                          "name": ["regular", "separable"], "small": [7, 999]},
-                         index=pd.Index([1000, 2000], name="id"))
-    table["mixed"] = pd.Series([np.int64(1_234_567), 0.5], index=table.index, dtype=object)
-    shown = with_separators(table)
-    assert shown["mults"].tolist() == ["416,520", "62,144"]
-    assert shown["small"].tolist() == ["7", "999"]
-    assert shown["mixed"].tolist() == ["1,234,567", 0.5]
-    assert shown["ratio"].tolist() == [6.7, 7.56] and shown["ratio"].dtype == float
-    assert shown["name"].tolist() == ["regular", "separable"]
-    assert shown.index.equals(table.index) and list(shown.columns) == list(table.columns)
-
-
-def test_with_separators_returns_a_copy_and_keeps_the_numbers_of_the_table():
-    table = pd.DataFrame({"mults": [416_520], "flag": [True], "negative": [-12_345]})
-    shown = with_separators(table)
-    assert shown.loc[0, "negative"] == "-12,345"
-    assert not isinstance(shown.loc[0, "flag"], str) and bool(shown.loc[0, "flag"])  # not "1"
-    assert table.loc[0, "mults"] == 416_520 and table["mults"].dtype == np.int64
+from book.formatting import glue_numbers, latex_sci, markdown_table, readable
 
 
 def test_scientific_notation_for_math():

@@ -46,7 +46,7 @@ from book.inspection import eval_mode, forward_hooks
 
 __all__ = [
     "OP_KINDS", "Counter", "UncountedOperationError", "closed_form_ops", "count_operators",
-    "count_ops", "counter_for", "pytorch_flops", "summarize",
+    "count_ops", "counter_for", "pytorch_flops",
 ]
 
 OP_KINDS = ("mults", "adds", "divs", "exps", "sqrts", "comparisons")
@@ -439,12 +439,3 @@ def closed_form_ops(model: nn.Module, inputs, *, bias: bool = False):
              if type(module) in (nn.Conv2d, nn.Linear)]
     _run_once(model, args, forward_hooks(hooks, pre=True))
     return pd.DataFrame(rows, columns=["layer", "mults", "adds"])
-
-
-def summarize(table, kinds=("mults", "adds")):
-    """The per-layer table of :func:`count_ops` reduced to ``kinds``, with a ``total`` row."""
-    import pandas as pd
-
-    rows = table[["layer", "kind", *kinds]]
-    total = pd.DataFrame([{"layer": "total", "kind": "", **{k: int(rows[k].sum()) for k in kinds}}])
-    return pd.concat([rows, total], ignore_index=True)
