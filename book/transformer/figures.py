@@ -34,8 +34,8 @@ COLOURS = {"embedding": "#e0e0e0", "attention": "#c6dbef", "addnorm": "#fff2ae",
            "ffn": "#c7e9c0", "norm": "#fff2ae", "output": "#fdd0a2", "mask": "#f2f2f2"}
 ADDED = "#d95f02"  # the edge of a box the earlier report's description does not have
 LEFT_OUT = ("left out: dropout (inference is deterministic, and the held-out loss shows no "
-            "overfitting to fight); embeddings × √d_model\n(nn.Embedding starts at N(0, 1), "
-            "already the scale of the positions); label smoothing (one right token per "
+            "overfitting to fight);\nembeddings × √d_model (nn.Embedding starts at N(0, 1), "
+            "already the scale of the positions);\nlabel smoothing (one right token per "
             "position: plain cross-entropy)")
 
 
@@ -100,8 +100,8 @@ def plot_transformer(model: Transformer) -> Figure:
     forward pass: embeddings and positions, each layer's sub-layers with their residual
     connections (around the outside), the masks, the final LayerNorms and the generator."""
     c, layers = model.config, sublayers(model)
-    fig, ax = plt.subplots(figsize=(7.6, 8.8), layout="constrained")
-    ax.set(xlim=(-0.05, 10.05), ylim=(-0.8, 10.8))
+    fig, ax = plt.subplots(figsize=(7.6, 9.4), layout="constrained")
+    ax.set(xlim=(-0.05, 10.05), ylim=(-0.8, 11.6))
     ax.axis("off")
     half = WIDTH / 2
     heights, norm_tops = {}, {}
@@ -161,13 +161,13 @@ def plot_transformer(model: Transformer) -> Figure:
     legend = [("embedding", "embedding"), ("attention", "attention"), ("ffn", "feed-forward"),
               ("addnorm", "residual, norm"), ("output", "output"), ("mask", "mask")]
     for i, (kind, label) in enumerate(legend):
-        ax.add_patch(FancyBboxPatch((0.05 + 1.68 * i, -0.72), 0.28, 0.2, fc=COLOURS[kind],
+        ax.add_patch(FancyBboxPatch((0.05 + 1.7 * i, -0.72), 0.28, 0.2, fc=COLOURS[kind],
                                     ec="0.3", lw=0.8, boxstyle="square,pad=0"))
-        ax.text(0.4 + 1.68 * i, -0.62, label, fontsize=7.5, va="center")
-    ax.text(0.05, 10.75, "thick orange edge: added to the earlier report's description (the "
-            "final LayerNorms, the padding masks, the generator)", fontsize=7.5, color=ADDED,
+        ax.text(0.4 + 1.7 * i, -0.62, label, fontsize=8, va="center")
+    ax.text(0.05, 11.55, "thick orange edge: added to the earlier report's description (the "
+            "final LayerNorms, the padding masks, the generator)", fontsize=8.5, color=ADDED,
             va="top")
-    ax.text(0.05, 10.4, LEFT_OUT, fontsize=7.5, color="0.25", va="top")
+    ax.text(0.05, 11.2, LEFT_OUT, fontsize=8.5, color="0.25", va="top")
     return fig
 
 
