@@ -56,23 +56,28 @@ def glue_numbers(values: Mapping[str, Any]) -> None:
         glue(key, value, display=False)
 
 
-def markdown_table(frame: pd.DataFrame, cell: Callable[[Any], str] = readable, *,
-                   index_name: str | None = None, escape: bool = False):
-    """``frame`` as a Markdown pipe table (an ``IPython.display.Markdown``): the index first,
-    headed ``index_name`` (default: the index's name), every value written by ``cell``, the
-    value columns right-aligned. Glued with ``glue(key, table, display=False)`` and pasted
-    with ``{glue:md}`` inside a ``{table}`` directive, it becomes a numbered table with a
-    caption, which a glued DataFrame cannot. ``escape`` puts a backslash before ``|``, ``*``
-    and ``_`` in every cell and header, for text that is not meant as Markdown."""
+def markdown_table(frame: pd.DataFrame, cell: Callable[[Any], str] | None = None, *,
+                   missing: str = "none", index_name: str | None = None, escape: bool = False):
+    """``frame`` as a Markdown pipe table (an ``IPython.display.Markdown``): the index levels
+    first, headed by their names (or ``index_name`` for a single level), every value written by
+    ``cell`` (default :func:`readable`, with ``missing`` for None or NaN), the value columns
+    right-aligned. Glued with ``glue(key, table, display=False)`` and pasted with ``{glue:md}``
+    inside a ``{table}`` directive, it becomes a numbered table with a caption, which a glued
+    DataFrame cannot. A ``|`` in a cell is always escaped; ``escape`` also puts a backslash
+    before ``*`` and ``_``, for text that is not meant as Markdown."""
     from IPython.display import Markdown  # only where a notebook displays it
 
-    def text(value) -> str:
-        value = str(value)
-        return "".join("\\" + c if c in "|*_" else c for c in value) if escape else value
+    special = "|*_" if escape else "|"
+    write = cell or (lambda value: readable(value, missing))
 
-    head = [index_name if index_name is not None else (frame.index.name or ""),
-            *map(str, frame.columns)]
-    rows = [[text(h) for h in head], ["---", *["--:"] * len(frame.columns)]]
-    rows += [[text(name), *(text(cell(v)) for v in values)]
-             for name, values in zip(frame.index, frame.itertuples(index=False), strict=True)]
+    def text(value) -> str:
+        return "".join("\\" + c if c in special else c for c in str(value))
+
+    names = ([index_name] if index_name is not None
+             else [name or "" for name in frame.index.names])
+    keys = [key if isinstance(key, tuple) else (key,) for key in frame.index]
+    rows = [[text(h) for h in (*names, *map(str, frame.columns))],
+            ["---"] * len(names) + ["--:"] * len(frame.columns)]
+    rows += [[*map(text, key), *(text(write(v)) for v in values)]
+             for key, values in zip(keys, frame.itertuples(index=False), strict=True)]
     return Markdown("\n".join("| " + " | ".join(row) + " |" for row in rows))

@@ -38,6 +38,13 @@ def test_markdown_table_writes_the_index_first_and_each_value_as_the_prose_does(
 
 def test_markdown_table_escapes_only_when_asked():
     frame = pd.DataFrame({"a_b": ["x|y"]}, index=["*"])
-    assert markdown_table(frame, str).data.splitlines()[2] == "| * | x|y |"
+    assert markdown_table(frame, str).data.splitlines()[2] == "| * | x\\|y |"  # | always
     assert markdown_table(frame, str, escape=True).data.splitlines()[0] == "|  | a\\_b |"
     assert markdown_table(frame, str, escape=True).data.splitlines()[2] == "| \\* | x\\|y |"
+
+
+def test_markdown_table_puts_each_index_level_in_its_own_column():
+    index = pd.MultiIndex.from_tuples([("a", 1), ("b", 2)], names=["net", "batch"])
+    frame = pd.DataFrame({"ms": [1.5, None]}, index=index)
+    assert markdown_table(frame, missing="never").data.splitlines() == [
+        "| net | batch | ms |", "| --- | --- | --: |", "| a | 1 | 1.5 |", "| b | 2 | never |"]
