@@ -33,9 +33,13 @@ BUILD_DIR = ROOT / "_build" / "pdftest"
 pytestmark = [pytest.mark.browser, pytest.mark.pdf, pytest.mark.slow]
 
 
+QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
 def normalize(text: str) -> str:
-    """Text as a reader searches it: ligatures split (ﬃ -> ffi), whitespace single spaces."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+    """Text as a reader searches it: ligatures split (ﬃ -> ffi), typographic quotes straight
+    (Sphinx curls a title's apostrophe), whitespace single spaces."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).translate(QUOTES)).strip()
 
 
 def chapters() -> list[dict]:
