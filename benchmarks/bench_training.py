@@ -1,43 +1,35 @@
 """Training speed against the machine's arithmetic limit, and time to a converged net.
 
 1. The machine's peak: a 4096x4096 matrix product in float32 and in bfloat16 (GFLOP/s, best
-   of 3), and whether the CPU has native bf16 dot products (its ``avx512_bf16``/``amx_bf16``
-   flags).
-2. The shift augmentation alone: the book's ``shifted`` (each batch padded, then gathered
-   from) against one gather from the training set padded once per epoch, interleaved; the
-   two give identical batches, and the script checks it.
-3. One training epoch of each net (55,000 images, ``book.mnist.training.train_epoch``: shifts and
-   weight averaging included) for the book's loop, the loop with ``fused`` Adam (one kernel
-   per step for every tensor) and each other lever alone and combined (``--compile`` adds
-   ``torch.compile``, alone and with bf16 autocast), timed in interleaved rounds
-   (every contender once per round, best and spread over the rounds). Each epoch is also
-   given as a fraction of the measured peak: its arithmetic is 3 forward passes' worth of
+   of 3), and whether the CPU has native bf16 dot products (``avx512_bf16``/``amx_bf16``).
+2. The shift augmentation alone: the book's ``shifted`` (each batch padded, then gathered from)
+   against one gather from the training set padded once per epoch, interleaved; the script
+   checks that the two give identical batches.
+3. One training epoch of each net (55,000 images, ``book.mnist.training.train_epoch``) for the
+   book's loop, ``fused`` Adam and each other lever alone and combined (``--compile`` adds
+   ``torch.compile``, alone and with bf16 autocast), in interleaved rounds (best and spread).
+   Each epoch is also a fraction of the peak: its arithmetic is 3 forward passes' worth of
    multiply-accumulates per image (forward, input gradient, weight gradient) less the first
    layer's input gradient, which nobody needs, counted by ``book.counting.counter``.
-4. Where the book's epoch goes, from ``torch.profiler`` (self time of each operator, one
-   epoch on 12,800 images after a warm-up one): the share of the products (convolutions
-   forward and backward, matrix products) and of everything else (activations, pooling, the
-   shift gather, the loss, Adam's and the weight average's elementwise updates). The rest is
-   a bound no faster product can remove: even at the peak rate, an epoch takes its
-   products' arithmetic at the peak plus the rest as measured.
-5. The Transformer of Problem 2 (``book.transformer.reversal.train_reversal``, which trains
-   with bf16
-   autocast): seconds per training step with and without autocast, in interleaved rounds of
-   short runs, as a fraction of the measured peak; its multiply-accumulates per sequence from
-   ``book.transformer.costs.closed_form_counts``.
-6. The book's own finished runs (``results/`` after ``make book``): for each, the least time
-   its epochs could take here with these kernels (products at the peak, the rest as profiled),
-   beside the seconds it took, summed and set against the 3-minute build target
-   (``--build-bound`` prints only the peaks and this).
-7. Each net trained from scratch to convergence with the book's rule (in a temporary folder,
-   so the book's own results are untouched), with the book's configuration and with each lever
-   of 3. (the learning rate unchanged). Targets: LeNet-5 at least 99.3% test accuracy in at
-   most 12 s of training, the separable net at least 98.6% in at most 15 s; a LeNet-5 epoch
+4. Where the book's epoch goes, from ``torch.profiler`` (self time of each operator, one epoch
+   on 12,800 images after a warm-up one): the share of the products (convolutions and matrix
+   products, forward and backward) and of the rest. The rest is a bound no faster product can
+   remove: even at the peak, an epoch takes its products at the peak plus the rest as measured.
+5. The Transformer of Problem 2 (``book.transformer.reversal.train_reversal``): seconds per
+   training step with bf16 autocast (the book's) and without, in interleaved rounds of short
+   runs, as a fraction of the peak (its multiply-accumulates from ``closed_form_counts``).
+6. The book's own finished runs (``results/`` after ``make book``, each record checked by
+   ``book.runs.read_record``): the least time their epochs could take here with these kernels,
+   beside the seconds they took, summed against the 3-minute build target (``--build-bound``
+   prints only the peaks and this).
+7. Each net trained to convergence with the book's rule (in a temporary folder), with the
+   book's configuration and each lever of 3. Targets: LeNet-5 at least 99.3% test accuracy in
+   at most 12 s of training, the separable net at least 98.6% in at most 15 s; a LeNet-5 epoch
    in at most 1.5 s.
 
 Run with ``make bench`` or ``python benchmarks/bench_training.py [--rounds N] [--compile]
-[--skip-convergence] [--build-bound]``
-on an otherwise idle machine: two processes sharing two cores distort every timing.
+[--skip-convergence] [--build-bound]`` on an otherwise idle machine: two processes sharing two
+cores distort every timing.
 """
 
 from __future__ import annotations
@@ -46,7 +38,6 @@ import argparse
 import copy
 import dataclasses
 import functools
-import json
 import tempfile
 import time
 from contextlib import nullcontext
@@ -62,6 +53,7 @@ from book.mnist.data import load_mnist
 from book.mnist.models import LeNet5, LeNet5DSC, LeNet5DSCFullFirst
 from book.mnist.training import TrainConfig, shifted, split, train, train_epoch
 from book.paths import RESULTS_DIR
+from book.runs import read_record
 from book.transformer.costs import closed_form_counts
 from book.transformer.reversal import ReversalConfig, ReversalTask, train_reversal
 
@@ -109,6 +101,24 @@ def training_flops_per_image(make) -> int:
     return 2 * (3 * sum(macs) - macs[0])
 
 
+def rate(flops: float, seconds: float, peaks: dict[str, float], label: str) -> str:
+    """``flops`` done in ``seconds`` as GFLOP/s and as a share of the peak of ``label``'s
+    dtype (bf16 when ``label`` names it, else fp32)."""
+    bf16 = "bf16" in label
+    gflops = flops / seconds / 1e9
+    return (f"{gflops:6.1f} GFLOP/s = {gflops / peaks['bfloat16' if bf16 else 'float32']:5.1%} "
+            f"of the {'bf16' if bf16 else 'fp32'} peak")
+
+
+def book_loop(make, config: TrainConfig, fused: bool = False):
+    """``(model, averaged, optimizer)`` as the book's loop starts them: seed 0, channels-last,
+    a copy for the weight average, Adam at ``config.lr``."""
+    torch.manual_seed(0)
+    model = make().to(memory_format=torch.channels_last)
+    return model, copy.deepcopy(model), torch.optim.Adam(model.parameters(), lr=config.lr,
+                                                         fused=fused)
+
+
 def transformer_step_flops(task: ReversalTask, config: ReversalConfig) -> int:
     """FLOP of one training step of the Problem 2 Transformer: forward and the two gradients,
     2 x 3 x its multiply-accumulates per sequence (``closed_form_counts``) x the batch."""
@@ -135,11 +145,7 @@ def epoch_speed(rounds: int, peaks: dict[str, float], compiled: bool = False
         contenders = {}
         for lever, changes in levers.items():
             config = dataclasses.replace(BOOK[make.__name__], **changes)
-            torch.manual_seed(0)
-            model = make().to(memory_format=torch.channels_last)
-            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                         fused=lever in FUSED)
-            averaged = copy.deepcopy(model)
+            model, averaged, optimizer = book_loop(make, config, fused=lever in FUSED)
             if lever in COMPILED:
                 model = torch.compile(model)  # shares the parameters the optimizer updates
             contenders[lever] = (model, averaged, optimizer, config)
@@ -153,10 +159,8 @@ def epoch_speed(rounds: int, peaks: dict[str, float], compiled: bool = False
                 times[lever].append(time.perf_counter() - start)
         print(f"  {make.__name__} ({flops / 1e9:.0f} GFLOP per epoch)")
         for lever, ts in times.items():
-            peak = peaks["bfloat16" if "bf16" in lever else "float32"]
             print(f"    {lever:32s} {min(ts):5.2f} s  ({min(ts):.2f}-{max(ts):.2f})  "
-                  f"{flops / min(ts) / 1e9:6.1f} GFLOP/s = {flops / min(ts) / 1e9 / peak:5.1%} "
-                  f"of the {'bf16' if 'bf16' in lever else 'fp32'} peak"
+                  + rate(flops, min(ts), peaks, lever)
                   + (f"; compiling took about {ts[0] - min(ts[1:]):.0f} s"
                      if lever in COMPILED and len(ts) > 1 else ""))
         best_epochs[make.__name__] = min(min(ts) for ts in times.values())
@@ -224,10 +228,7 @@ def profiled_epoch(make, config: TrainConfig, data) -> tuple[dict[str, float], f
     ``config.train_limit`` images, and the seconds of the same epoch unprofiled (both after a
     warm-up epoch)."""
     splits = split(data, config, default_device())
-    torch.manual_seed(0)
-    model = make().to(memory_format=torch.channels_last)
-    averaged = copy.deepcopy(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model, averaged, optimizer = book_loop(make, config)
     g = torch.Generator().manual_seed(0)
     seconds = []
     for profiled in (False, False, True):
@@ -284,10 +285,8 @@ def transformer_speed(peaks: dict[str, float], rounds: int, steps: int = 100) ->
     print(f"\nthe Problem 2 Transformer, one training step of {book.batch_size} sequences "
           f"({flops / 1e9:.1f} GFLOP), {rounds} interleaved rounds of {steps}-step runs:")
     for label, ts in times.items():
-        peak = peaks["bfloat16" if "bf16" in label else "float32"]
         print(f"    {label:28s} {1e3 * min(ts):6.1f} ms ({1e3 * min(ts):.1f}-{1e3 * max(ts):.1f})"
-              f"  {flops / min(ts) / 1e9:6.1f} GFLOP/s = {flops / min(ts) / 1e9 / peak:5.1%} of "
-              f"the {'bf16' if 'bf16' in label else 'fp32'} peak; {book.steps} steps "
+              f"  {rate(flops, min(ts), peaks, label)}; {book.steps} steps "
               f"{book.steps * min(ts):.0f} s")
 
 
@@ -315,9 +314,9 @@ def build_bound(peaks: dict[str, float], results_dir: Path = RESULTS_DIR,
     times, per image, the products at the float32 peak plus the rest as profiled (see
     :func:`where_time_goes`), and the scoring passes (forward products only, at the peak);
     the Transformer's steps at the bfloat16 peak (its rest not counted). Printed beside each
-    run's own measured seconds and against the build target."""
-    records = {path.stem: json.loads(path.read_text())
-               for path in sorted(Path(results_dir).glob("*.json"))}
+    run's own measured seconds and against the build target. A record that fails its checks
+    (:func:`book.runs.read_record`) stops the script with its name."""
+    records = {path.stem: read_record(path) for path in sorted(Path(results_dir).glob("*.json"))}
     if not records:
         raise SystemExit(f"no finished runs in {results_dir}: run `make book` first")
     data = load_mnist()

@@ -14,26 +14,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
+import functools
 
 import torch
 
-from book.hardware import default_device, dtype_label
-from book.speed.timing import benchmark_module
+from book.hardware import cpu_model, default_device, dtype_label
+from book.speed.timing import median_seconds
 from book.transformer.model import DTYPES, Transformer
 from book.transformer.numerics import cpu_16bit_support, inference_times
 from book.transformer.reversal import ReversalTask, training_run
 from book.transformer.strict_fp16 import strict_fp16
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f
-                     if line.startswith("model name")]
-        return names[0]
-    except (OSError, IndexError):
-        return platform.machine()
 
 
 def main() -> None:
@@ -43,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     device = default_device()
     print(f"torch {torch.__version__} on {device} "
-          f"({torch.cuda.get_device_name() if device.type == 'cuda' else _cpu_name()}), "
+          f"({torch.cuda.get_device_name() if device.type == 'cuda' else cpu_model()}), "
           f"{torch.get_num_threads()} threads")
     support = cpu_16bit_support()
     print("CPU instructions for " + ", ".join(
@@ -68,18 +58,15 @@ def main() -> None:
         print(f"\none forward pass, batch {batch}, S={src.shape[1]}, T={tgt.shape[1]}")
         print(table.to_string(float_format=lambda v: f"{v:8.3f}"))
 
-    benchmark = benchmark_module()
     src, tgt = data["src_test"][:64].to(device), data["tgt_test"][:64, :-1].to(device)
     half = model.to(torch.float16).eval()
     print("\nforward pass in float16, batch 64: PyTorch's float32 running sums against the "
           "strict mode")
     base = None
     for block in (None, 64, 16, 1):
-        timer = benchmark.Timer(stmt="with torch.no_grad(), mode(): m(src, tgt)",
-                                globals={"m": half, "src": src, "tgt": tgt, "torch": torch,
-                                         "mode": (lambda b=block: strict_fp16(b)) if block
-                                         else contextlib.nullcontext})
-        t = timer.blocked_autorange(min_run_time=args.min_run_time).median
+        mode = functools.partial(strict_fp16, block) if block else contextlib.nullcontext
+        t = median_seconds("with torch.no_grad(), mode(): m(src, tgt)",
+                           min_run_time=args.min_run_time, m=half, src=src, tgt=tgt, mode=mode)
         base = base or t
         label = "PyTorch" if block is None else f"strict, block {block}"
         print(f"{label:>17} {t * 1e3:9.1f} ms  {t / base:6.1f} x PyTorch's float16")
@@ -89,9 +76,8 @@ def main() -> None:
     for dtype in DTYPES:
         x = torch.randn(n, 256, device=device).to(dtype)
         w = torch.randn(1024, 256, device=device).to(dtype)
-        timer = benchmark.Timer(stmt="torch.nn.functional.linear(x, w)",
-                                globals={"x": x, "w": w, "torch": torch})
-        rows.append((dtype, timer.blocked_autorange(min_run_time=args.min_run_time).median))
+        rows.append((dtype, median_seconds("torch.nn.functional.linear(x, w)",
+                                           min_run_time=args.min_run_time, x=x, w=w)))
     base = dict(rows)[torch.float32]
     for dtype, t in rows:
         print(f"{dtype_label(dtype):>9} {t * 1e3:8.3f} ms  {t / base:6.2f} x fp32  "

@@ -14,16 +14,10 @@ import pandas as pd
 __all__ = ["glue_numbers", "latex_sci", "markdown_table", "readable"]
 
 
-def mantissa_exponent(value: float, digits: int) -> tuple[str, int]:
-    """``1.234e-06`` with ``digits=1`` -> ``("1.2", -6)``."""
-    mantissa, exponent = f"{float(value):.{digits}e}".split("e")
-    return mantissa, int(exponent)
-
-
 def latex_sci(value: float, digits: int = 1) -> str:
     """``1.2e-06`` as the inline math ``$1.2\\times10^{-6}$``, for the text."""
-    mantissa, exponent = mantissa_exponent(value, digits)
-    return f"${mantissa}\\times10^{{{exponent}}}$"
+    mantissa, exponent = f"{float(value):.{digits}e}".split("e")
+    return f"${mantissa}\\times10^{{{int(exponent)}}}$"
 
 
 def readable(value: Any, missing: str = "none") -> str:

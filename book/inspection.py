@@ -1,10 +1,8 @@
 """Looking inside a model while it runs: hooks that are always removed, modes always restored.
 
-Every place in the book that watches a forward pass (to trace a net's layers, count its
-operations, measure its traffic, time its layers, or read its attention) does it through
-:func:`forward_hooks`, so a hook never outlives the pass it was added for, even when the pass
-raises. :func:`eval_mode` puts models in inference mode for a block and gives every module its
-own training flag back afterwards.
+Every place in the book that watches a forward pass (to trace, count, measure traffic, time or
+read attention) adds its hooks through :func:`forward_hooks`, so a hook never outlives the pass
+it was added for, even when the pass raises.
 """
 
 from __future__ import annotations

@@ -1,49 +1,29 @@
 """One protocol for every training run in the book: reuse, resume, checkpoint, finish.
 
-A run has a ``name`` (its files are ``results/<name>.*``) and an ``identity``: a JSON-able
-dict of everything that decides its result (the model's structure and the source of every
-module its class and base classes come from, the training code, the data, the
-configuration), to which :class:`Run` adds the torch version. Its files:
-
-- ``<name>.ckpt``: the checkpoint of an unfinished run, rewritten atomically after each
-  stage. One file: a JSON header line (identity, SHA-256 and length of the payload), then
-  the ``torch.save`` payload, so a damaged or truncated checkpoint is refused before
-  unpickling and a checkpoint of another identity is recognised without reading it.
-- ``<name>.pt``: the finished weights, a plain state dict (``torch.load`` reads it).
-- ``<name>.json``: the record: the identity, the weights' SHA-256, what the trainer stores
-  (history, scores) and ``record_sha256``, the record's own SHA-256 over its canonical form
-  (:func:`record_digest`). That digest is checked before anything in the record is trusted,
-  the identity included, so an edited or damaged record is refused, never reused and never
-  mistaken for another identity's run and overwritten.
-
-The protocol (:class:`Run`, driven by :func:`run_in_stages`): a finished run with the same
-identity whose weights match the record's digest is reused; a run of another identity is
-retrained (its files are overwritten when it finishes); a damaged file raises
-:class:`RunError` naming it, what is wrong and the fix. The bytes that are hashed are the
-bytes that are written (:meth:`Run.finish`) and the bytes that are loaded
-(:meth:`Run.finished`), so another process replacing a file in between cannot pair one run's
-record with another's weights. :meth:`Run.finish` writes the weights, then the record, then
-deletes the checkpoint: a kill between those writes leaves the checkpoint, and the next call
-resumes from it and finishes again.
+A run has a ``name`` (its files are ``results/<name>.*``) and an ``identity``: a JSON-able dict
+of everything that decides its result (the model's structure and the source of every module its
+class and base classes come from, the training code, the data, the configuration), to which
+:class:`Run` adds the torch version. Its files are the checkpoint of an unfinished run
+(``.ckpt``, :meth:`Run.save_checkpoint`), the finished weights (``.pt``, a plain state dict)
+and the record (``.json``, :func:`read_record`), each written atomically (:func:`atomic_write`).
 
 Choices, and why:
 
+- A finished run with the same identity whose weights match the record's digest is reused; one
+  of another identity is retrained (its files are overwritten when it finishes); a damaged file
+  raises :class:`RunError` naming it, what is wrong and the fix.
 - ``retrain=True`` ignores the finished run and the checkpoint but deletes nothing: the new
-  run's files replace the old ones only when it finishes, so an interrupted retrain keeps
-  the old result (a later call without ``retrain`` reuses it).
-- A record of this identity whose weights file is missing is refused, not retrained: the
-  record says the result exists, so its loss is damage to be fixed by whoever deleted it
-  (delete the record too, or pass ``retrain=True``), not something to paper over with a new
-  run that may take an hour and differ in its timings.
-- A whole record (identity and weights' digest) with no ``record_sha256`` and another
-  identity was written before records carried a digest: it is retrained like any other
-  identity's run. Any other record without the digest is refused: it cannot be checked.
-
-Every file is written atomically (:func:`atomic_write`): to a temporary file beside the target,
-then renamed. ``os.replace`` is atomic on POSIX within one file system, so a reader sees either
-the old file or the complete new one. A temporary file is named ``.<target>.<pid>.<random>.tmp``;
-one whose writing process no longer exists was left by a killed write and is removed by
-:func:`remove_stale_temporaries`.
+  run's files replace the old ones only when it finishes, so an interrupted retrain keeps the
+  old result (a later call without ``retrain`` reuses it).
+- A record of this identity whose weights file is missing is refused, not retrained: the record
+  says the result exists, so its loss is damage to be fixed by whoever deleted it (delete the
+  record too, or pass ``retrain=True``), not something to paper over with a new run that may
+  take an hour and differ in its timings.
+- The bytes that are hashed are the bytes that are written, and the bytes that are loaded are
+  the bytes that were checked, so another process replacing a file in between cannot pair one
+  run's record with another's weights.
+- :meth:`Run.finish` writes the weights, then the record, then deletes the checkpoint: a kill
+  between those writes leaves the checkpoint, and the next call resumes from it.
 """
 
 from __future__ import annotations
@@ -65,8 +45,8 @@ import torch
 
 from book.paths import RESULTS_DIR
 
-__all__ = ["Run", "RunError", "Stages", "atomic_write", "code_digest", "file_digest",
-           "model_code_digest", "record_digest", "remove_stale_temporaries", "run_in_stages"]
+__all__ = ["Run", "RunError", "Stages", "atomic_write", "code_digest", "model_code_digest",
+           "read_record", "record_digest", "remove_stale_temporaries", "run_in_stages"]
 
 _TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 # Code whose changes the torch version in every identity already stands for.
@@ -74,7 +54,9 @@ _NOT_OURS = ("torch", "builtins", "typing")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(f)`` on a temporary binary file, then rename it to ``path``.
+    """Call ``write(f)`` on a temporary binary file beside ``path``, then rename it to ``path``
+    (``os.replace`` is atomic on POSIX within one file system: a reader sees either the old file
+    or the complete new one).
 
     A folder that cannot be written, or a folder standing where the file should go, is
     reported by its own name, not the temporary file's.
@@ -104,7 +86,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files in ``folder`` whose writing process has ended; return them.
+    """Delete the temporary files in ``folder`` (``.<target>.<pid>.<random>.tmp``) whose
+    writing process has ended, left by a killed write; return them.
 
     A write that is still running (another process, or this one) keeps its file.
     """
@@ -141,11 +124,6 @@ FIX = "delete it, or pass retrain=True to train from scratch"
 
 class RunError(RuntimeError):
     """A stored result or checkpoint is damaged, or cannot be written."""
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def code_digest(*objects: Any) -> str:
@@ -193,6 +171,32 @@ def record_digest(record: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def read_record(path: str | os.PathLike) -> dict:
+    """The record of a finished run (``<name>.json``): the identity, the weights' SHA-256, what
+    the trainer stores (history, scores) and ``record_sha256``, checked.
+
+    Its own digest (:func:`record_digest`) is checked before anything in it is trusted, the
+    identity included, so an edited or damaged record is refused, never reused and never
+    mistaken for another identity's run and overwritten. Raises :class:`RunError` naming the
+    file, what is wrong and the fix.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is not valid JSON ({error}); {FIX}") from None
+    if not isinstance(record, dict):
+        raise RunError(f"{path} is not a run record (not a JSON object); {FIX}")
+    if record.get("record_sha256") != record_digest(record):
+        raise RunError(f"{path} does not match its own SHA-256 (record_sha256, missing or "
+                       f"wrong): it was edited, damaged or written by an older version, and "
+                       f"nothing in it can be trusted; {FIX}")
+    missing = [k for k in ("identity", "weights_sha256") if k not in record]
+    if missing:
+        raise RunError(f"{path} is not a run record (missing {missing}); {FIX}")
+    return record
+
+
 def _torch_bytes(obj: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -235,8 +239,8 @@ class Run:
         """
         if self.retrain or not self.record_path.exists():
             return None
-        record = self._record()
-        if record is None or record["identity"] != self.identity:
+        record = read_record(self.record_path)
+        if record["identity"] != self.identity:
             return None
         try:
             data = self.weights_path.read_bytes()
@@ -255,30 +259,6 @@ class Run:
         except Exception as error:  # a digest that matches damaged bytes: written damaged
             raise RunError(f"{self.weights_path} cannot be read ({error}); {FIX}") from None
         return record, weights
-
-    def _record(self) -> dict | None:
-        """The record, checked against its own digest; None for an undigested record of
-        another identity (see the module's docstring)."""
-        try:
-            record = json.loads(self.record_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise RunError(f"{self.record_path} is not valid JSON ({error}); {FIX}") from None
-        if not isinstance(record, dict):
-            raise RunError(f"{self.record_path} is not a run record (not a JSON object); {FIX}")
-        if "record_sha256" not in record:
-            old = record.get("identity", self.identity)
-            if "weights_sha256" in record and old != self.identity:
-                return None  # a whole record of another identity, from before the digest
-            raise RunError(f"{self.record_path} has no record_sha256, so its contents cannot "
-                           f"be checked (damaged, or written by an older version); {FIX}")
-        if record_digest(record) != record["record_sha256"]:
-            raise RunError(f"{self.record_path} does not match its own SHA-256 (record_sha256):"
-                           f" it was edited or damaged, and nothing in it can be trusted; {FIX}")
-        missing = [k for k in ("identity", "weights_sha256") if k not in record]
-        if missing:
-            raise RunError(f"{self.record_path} is not a run record (missing {missing}); "
-                           f"{FIX}")
-        return record
 
     def finish(self, weights: dict[str, torch.Tensor], record: dict) -> dict:
         """Store the finished run: weights, then the record (with identity, the weights'
@@ -317,7 +297,12 @@ class Run:
         return _torch_load(payload)
 
     def save_checkpoint(self, state: dict) -> None:
-        """Write ``state`` (anything ``torch.save`` takes) atomically, with this identity."""
+        """Write ``state`` (anything ``torch.save`` takes) atomically, with this identity.
+
+        One file: a JSON header line (identity, SHA-256 and length of the payload), then the
+        ``torch.save`` payload, so a damaged or truncated checkpoint is refused before
+        unpickling and a checkpoint of another identity is recognised without reading it.
+        """
         payload = _torch_bytes(state)
         header = json.dumps({"identity": self.identity, "bytes": len(payload),
                              "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True)
@@ -383,8 +368,7 @@ def run_in_stages(run: Run, start: Callable[[], Stages], *,
     """
     found = run.finished()
     if found is not None:
-        record, weights = found
-        return record, weights, "reused"
+        return (*found, "reused")
     training = start()
     status = "fresh"
     state = run.checkpoint()

@@ -33,7 +33,7 @@ def test_the_pareto_figure_shares_accuracy_and_draws_the_time_spread():
 
 
 def test_the_roofline_draws_both_roofs_and_every_layer_with_its_name():
-    roofs = Roofs(peak=80e9, bandwidth=10e9, matmul_size=512, copy_bytes=2**28, threads=1)
+    roofs = Roofs(peak=80e9, bandwidth=10e9, matmul_size=512, copy_bytes=2**28)
     layers = pd.DataFrame({"net": ["A", "A", "B"], "layer": ["c1", "s2", "c1.depthwise"],
                            "intensity": [10.0, 0.2, 6.0], "rate": [20e9, 1e9, 2e9],
                            "rate_median": [15e9, 0.8e9, 1.5e9]})

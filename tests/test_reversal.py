@@ -9,6 +9,7 @@ from book.runs import Run
 from book.transformer.model import BOS, EOS, PAD
 from book.transformer.reversal import (
     DIGIT_OFFSET,
+    VOCAB,
     ReversalConfig,
     ReversalTask,
     accuracy_by_length,
@@ -129,8 +130,7 @@ def test_a_longer_position_table_changes_nothing_else(tmp_path):
     torch.testing.assert_close(longer(src, tgt), model(src, tgt), rtol=0, atol=0)
     with pytest.raises(ValueError, match="max_len"):
         model(torch.full((1, 20), DIGIT_OFFSET), tgt[:1])
-    assert longer(torch.full((1, 20), DIGIT_OFFSET), tgt[:1]).shape == (1, tgt.shape[1],
-                                                                       TASK.vocab)
+    assert longer(torch.full((1, 20), DIGIT_OFFSET), tgt[:1]).shape == (1, tgt.shape[1], VOCAB)
 
 
 def test_accuracy_by_length_reaches_beyond_the_trained_lengths(tmp_path):

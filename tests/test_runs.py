@@ -1,5 +1,6 @@
 """The run protocol never reuses what it should not: damaged, stale or half-written results."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from book.runs import (
     Stages,
     atomic_write,
     code_digest,
-    file_digest,
+    read_record,
     remove_stale_temporaries,
     run_in_stages,
 )
@@ -28,6 +29,10 @@ def finished_run(folder, identity=IDENTITY) -> Run:
     run.save_checkpoint({"step": 1})
     run.finish(WEIGHTS, {"history": [1.0, 0.5]})
     return run
+
+
+def file_digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def flip_byte(path, offset):
@@ -162,11 +167,13 @@ def test_read_only_folder_is_named_not_a_temporary_file(tmp_path, monkeypatch):
 def test_an_edited_record_is_refused_not_reported_as_the_result(tmp_path):
     finished_run(tmp_path)
     path = tmp_path / "tiny.json"
-    record = json.loads(path.read_text())
+    record = read_record(path)
+    assert record["history"] == [1.0, 0.5]
     record["history"] = [1.0, 0.25]  # a better result, typed in
     path.write_text(json.dumps(record, indent=2))
-    with pytest.raises(RunError, match=r"tiny\.json does not match its own SHA-256.*retrain="):
-        Run("tiny", IDENTITY, tmp_path).finished()
+    for read in (lambda: read_record(path), Run("tiny", IDENTITY, tmp_path).finished):
+        with pytest.raises(RunError, match=r"tiny\.json does not match its own SHA-256.*retrain="):
+            read()
 
 
 def test_every_flipped_bit_in_the_record_is_refused_never_reused_or_retrained(tmp_path):

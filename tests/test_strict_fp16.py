@@ -8,11 +8,11 @@ from torch.utils._pytree import tree_leaves
 from book.transformer.model import Transformer, TransformerConfig
 from book.transformer.reversal import DIGIT_OFFSET, VOCAB
 from book.transformer.strict_fp16 import (
-    accumulation_block,
     linear,
     matmul,
     row_mean,
     row_sum,
+    strict_block,
     strict_fp16,
 )
 
@@ -77,13 +77,14 @@ def test_strict_linear_starts_its_running_sum_at_the_bias():
 
 
 def test_the_mode_is_scoped_and_checked():
-    assert accumulation_block() is None
+    half, single = torch.zeros(1, dtype=torch.float16), torch.zeros(1)
+    assert strict_block(half) is None
     with strict_fp16(block=4):
-        assert accumulation_block() == 4
+        assert strict_block(half) == 4 and strict_block(single) is None
         with strict_fp16():
-            assert accumulation_block() == 1
-        assert accumulation_block() == 4
-    assert accumulation_block() is None
+            assert strict_block(half) == 1
+        assert strict_block(half) == 4
+    assert strict_block(half) is None
     with pytest.raises(ValueError, match="block must be a positive int"), strict_fp16(block=0):
         pass
 

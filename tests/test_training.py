@@ -1,5 +1,6 @@
 """The training loop learns, stops by its rule, and resumes an interrupted run exactly."""
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -24,6 +25,7 @@ from book.runs import RunError
 
 # Small enough for a few seconds on two cores, large enough to learn.
 TINY = TrainConfig(train_limit=2_000, val_size=1_000, max_epochs=4, patience=2, batch_size=128)
+ONE_EPOCH = dataclasses.replace(TINY, max_epochs=1)
 
 
 class Interrupt(Exception):
@@ -75,15 +77,13 @@ def test_interrupted_run_resumes_to_the_same_result(mnist, tmp_path):
 @pytest.mark.slow
 def test_changed_config_is_not_reused(mnist, tmp_path):
     train("run", LeNet5, mnist, TINY, results_dir=tmp_path, progress=False)
-    other = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
-    result = train("run", LeNet5, mnist, other, results_dir=tmp_path, progress=False)
+    result = train("run", LeNet5, mnist, ONE_EPOCH, results_dir=tmp_path, progress=False)
     assert result.status == "fresh" and result.epochs == 1
 
 
 @pytest.mark.slow
 def test_numpy_numbers_in_the_config_are_stored_as_plain_numbers(mnist, tmp_path):
-    config = TrainConfig(**{**TINY.__dict__, "max_epochs": 1, "lr": np.float32(0.01),
-                            "batch_size": np.int64(128)})
+    config = dataclasses.replace(ONE_EPOCH, lr=np.float32(0.01), batch_size=np.int64(128))
     assert type(config.lr) is float and type(config.batch_size) is int
     result = train("np", LeNet5, mnist, config, results_dir=tmp_path, progress=False)
     stored = json.loads((tmp_path / "np.json").read_text())["identity"]["config"]
@@ -105,24 +105,22 @@ LookAlike.__name__ = LookAlike.__qualname__ = "LeNet5"
 
 @pytest.mark.slow
 def test_changed_architecture_with_the_same_name_and_size_is_retrained(mnist, tmp_path):
-    one_epoch = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
-    train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
-    result = train("run", LookAlike, mnist, one_epoch, results_dir=tmp_path, progress=False)
+    train("run", LeNet5, mnist, ONE_EPOCH, results_dir=tmp_path, progress=False)
+    result = train("run", LookAlike, mnist, ONE_EPOCH, results_dir=tmp_path, progress=False)
     assert result.status == "fresh"
     assert isinstance(result.model.s2, nn.MaxPool2d)
 
 
 @pytest.mark.slow
 def test_flipped_byte_in_stored_weights_is_refused_not_reused(mnist, tmp_path):
-    one_epoch = TrainConfig(**{**TINY.__dict__, "max_epochs": 1})
-    train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
+    train("run", LeNet5, mnist, ONE_EPOCH, results_dir=tmp_path, progress=False)
     path = tmp_path / "run.pt"
     data = bytearray(path.read_bytes())
     data[-600] ^= 0x40  # inside the last tensor's bytes
     path.write_bytes(bytes(data))
     with pytest.raises(RunError, match=r"run\.pt does not match"):
-        train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False)
-    again = train("run", LeNet5, mnist, one_epoch, results_dir=tmp_path, progress=False,
+        train("run", LeNet5, mnist, ONE_EPOCH, results_dir=tmp_path, progress=False)
+    again = train("run", LeNet5, mnist, ONE_EPOCH, results_dir=tmp_path, progress=False,
                   retrain=True)
     assert again.status == "fresh"
 

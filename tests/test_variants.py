@@ -3,12 +3,11 @@ with LeNet-5 and LeNet-5 DSC themselves unchanged."""
 
 import pytest
 import torch
+from strategies import MNIST
 from torch import nn
 
 from book.counting.counter import count_ops
 from book.mnist.models import DepthwiseSeparableConv2d, LeNet5, LeNet5DSC, LeNet5DSCFullFirst
-
-MNIST = (1, 1, 28, 28)
 
 
 def separable_mults(w: int) -> int:

@@ -1,21 +1,13 @@
-"""What an operation costs, from its sizes: the closed forms every count in the book agrees with.
+"""The book's one cost model: what an operation costs, from its sizes.
 
 The per-operation formulas (:func:`dot_products`, :func:`reduction`, :func:`softmax_counts`,
-:func:`norm_counts`, :func:`attention_cost`, :func:`pool_windows` and :func:`pool_counts`,
-the last three split by category, :data:`CATEGORIES`, so that a table can say what the
-multiplications are) are the book's one cost model, written once: the
-aten table of :mod:`book.counting.costs` prices each operator with them (its docstring states
-every convention, the softmax's included), the layer formulas below (:func:`conv2d_ops`,
-:func:`linear_ops`, :func:`pool2d_ops`) add them up from a layer's hyper-parameters, and
-:mod:`book.transformer.costs` adds them up from the Transformer's lengths. Sizes may be ints or
+:func:`pool_counts`; :func:`norm_counts` and :func:`attention_cost` split by
+:data:`CATEGORIES`, so that a table can say what the multiplications are) price the aten
+operators of :mod:`book.counting.costs`, a layer from its hyper-parameters (:func:`conv2d_ops`,
+:func:`linear_ops`) and the Transformer (:mod:`book.transformer.costs`). Sizes may be ints or
 sympy symbols (the formulas use no ``max``, ``int`` or comparison of a size), so the same
-functions give the polynomials of Part d and of the Transformer.
-
-The book's convention (equation opc-conv): one output element of a convolution needs
-``C_in/groups * K_h * K_w`` multiplications and one fewer additions, one output of a linear
-layer ``in_features`` multiplications and ``in_features - 1`` additions; ``bias=True`` adds one
-addition per output element. Counts are for the whole batch; a bad argument raises
-``ValueError`` naming it.
+functions give the polynomials of Part d and of the Transformer. Counts are for the whole
+batch; a bad argument raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -27,7 +19,7 @@ from book.checks import is_int, positive_int
 __all__ = [
     "CATEGORIES", "Uncountable", "adaptive_windows", "attention_cost", "conv2d_ops",
     "conv_output_size", "dot_products", "int_tuple", "linear_ops", "norm_counts", "plus",
-    "pool2d_ops", "pool_counts", "pool_windows", "reduction", "softmax_counts",
+    "pool_counts", "pool_windows", "reduction", "softmax_counts",
 ]
 
 PRODUCTS, BIAS, NORM, ELEMENTWISE = "products", "bias", "normalization", "elementwise"
@@ -42,7 +34,6 @@ class Uncountable(ValueError):
     """A known operation called in a way the cost model does not count (a transposed
     convolution, batch statistics, dropout): refused, never counted as zero."""
 
-# Sizes may be ints or sympy symbols: no max(), int() or comparison of a size in the formulas.
 
 def int_tuple(name: str, value, dims: int, *, minimum: int = 1) -> tuple[int, ...]:
     """``value`` (an int for every dimension, or ``dims`` ints) as a tuple of ``dims`` ints of
@@ -81,7 +72,8 @@ def conv_output_size(input_size, kernel_size, *, stride=1, padding=0, dilation=1
     return tuple(out)
 
 
-# Sizes may be ints or sympy symbols: no max(), int() or comparison of a size in here.
+# Sizes may be ints or sympy symbols: no max(), int() or comparison of a size from here on,
+# except in the window sums of pooling, which take ints.
 
 def plus(*counts: Counts) -> Counts:
     """The counts added up, kind by kind (a kind missing from one of them counts 0 there)."""
@@ -109,10 +101,11 @@ def reduction(kind: str, outputs, m, *, mean: bool = False) -> Counts:
 
 
 def softmax_counts(rows, n, *, guards=0) -> Counts:
-    """Softmax of ``rows`` rows of ``n``: per row the maximum (``n - 1`` comparisons), ``n``
-    subtractions, ``n`` exponentials, the sum (``n - 1`` additions), ``n`` divisions, and
-    ``guards`` comparisons that keep a fully masked row finite (``n`` for PyTorch's
-    ``_safe_softmax``, 2 for the book's Transformer; see the module docstring)."""
+    """Softmax of ``rows`` rows of ``n``, the book's one convention: per row the maximum
+    (``n - 1`` comparisons), ``n`` subtractions, ``n`` exponentials, the sum (``n - 1``
+    additions), ``n`` divisions, and ``guards`` comparisons that keep a fully masked row
+    finite (``n`` for PyTorch's ``_safe_softmax``, which compares each score with ``-inf``;
+    2 for the book's Transformer, which compares the maximum and the sum once each)."""
     return plus(reduction("comparisons", rows, n), {"comparisons": rows * guards},
                 {"adds": rows * n, "exps": rows * n}, reduction("adds", rows, n),
                 {"divs": rows * n})
@@ -120,7 +113,8 @@ def softmax_counts(rows, n, *, guards=0) -> Counts:
 
 def pool_windows(n_in: int, n_out: int, k: int, s: int, p: int, d: int = 1) -> int:
     """Positions inside the input, summed over the ``n_out`` windows of a pool along one axis
-    (kernel ``k``, stride ``s``, padding ``p``, dilation ``d``): padding is never read."""
+    (kernel ``k``, stride ``s``, padding ``p``, dilation ``d``): padding is never read, and
+    with ``ceil_mode`` the last window may be partial."""
     return sum(sum(0 <= o * s - p + i * d < n_in for i in range(k)) for o in range(n_out))
 
 
@@ -132,12 +126,11 @@ def adaptive_windows(n_in: int, n_out: int) -> int:
 
 def pool_counts(mode: str, positions, outputs) -> Counts:
     """Pooling ``outputs`` windows that hold ``positions`` input positions in all: a maximum
-    compares ``m - 1`` times per window of ``m``; an average adds ``m - 1`` times and
-    multiplies once (by ``1/m``), unless every window holds one value (an identity: free)."""
+    (``mode="max"``) compares ``m - 1`` times per window of ``m``; an average (``"avg"``) adds
+    ``m - 1`` times and multiplies once (by ``1/m``), unless every window holds one value (an
+    identity: free)."""
     if mode == "max":
         return {"comparisons": positions - outputs}
-    if mode != "avg":
-        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
     if positions == outputs:
         return {}
     return {"adds": positions - outputs, "mults": outputs}
@@ -159,17 +152,19 @@ def norm_counts(groups, d, numel, *, weight: bool, bias: bool) -> Parts:
     return parts
 
 
-def attention_cost(batch, lq, lk, e, ev, *, mask: bool) -> Parts:
+def attention_cost(batch, lq, lk, e, ev, *, mask: bool, weights: bool = False) -> Parts:
     """``softmax(Q K^T * scale + M) V`` for ``batch`` (batch x heads) attentions of ``lq``
     queries over ``lk`` keys, query/key width ``e`` and value width ``ev``, counted as
     PyTorch's reference implementation computes it: ``Q`` and ``K`` each multiplied by
     ``sqrt(scale)``, the two products, the mask added (``mask``: an attention mask or causal
-    masking), and ``_safe_softmax`` over the keys."""
+    masking), and ``_safe_softmax`` over the keys. With ``weights`` (``nn.MultiheadAttention``
+    returning its attention weights), ``Q`` alone is scaled and the softmax is unguarded."""
     scores = batch * lq * lk
+    scaled = batch * (lq if weights else lq + lk) * e
     return {
         PRODUCTS: plus(dot_products(scores, e), dot_products(batch * lq * ev, lk)),
-        ELEMENTWISE: {"mults": batch * (lq + lk) * e, "adds": scores if mask else 0},
-        SOFTMAX: softmax_counts(batch * lq, lk, guards=lk),
+        ELEMENTWISE: {"mults": scaled, "adds": scores if mask else 0},
+        SOFTMAX: softmax_counts(batch * lq, lk, guards=0 if weights else lk),
     }
 
 
@@ -197,22 +192,3 @@ def linear_ops(in_features, out_features, *, bias=False, batch=1) -> dict[str, i
     additions per output, plus one addition with ``bias``."""
     n = positive_int("batch", batch) * positive_int("out_features", out_features)
     return dot_products(n, positive_int("in_features", in_features), bias=bias)
-
-
-def pool2d_ops(channels, input_size, kernel_size, *, stride=None, padding=0, mode="avg",
-               batch=1) -> dict[str, int]:
-    """2-D pooling of ``[batch, channels, *input_size]``: each window counts the positions of the
-    ``K_h x K_w`` kernel inside the input (:func:`pool_windows`; padding is never read), and
-    :func:`pool_counts` prices them: ``m - 1`` additions and one multiplication per average of
-    ``m`` (none for 1 x 1 windows: an identity), ``m - 1`` comparisons per maximum."""
-    kernel = int_tuple("kernel_size", kernel_size, 2)
-    stride = kernel if stride is None else int_tuple("stride", stride, 2)
-    padding = int_tuple("padding", padding, 2, minimum=0)
-    size = int_tuple("input_size", input_size, 2)
-    out = conv_output_size(size, kernel, stride=stride, padding=padding)
-    planes = positive_int("batch", batch) * positive_int("channels", channels)
-    positions = planes
-    for axis in range(2):
-        positions *= pool_windows(size[axis], out[axis], kernel[axis], stride[axis],
-                                  padding[axis])
-    return pool_counts(mode, positions, planes * out[0] * out[1])

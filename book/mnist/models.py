@@ -9,7 +9,6 @@ as a border of background.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import pandas as pd
@@ -20,8 +19,7 @@ from book.checks import positive_float, positive_int
 from book.inspection import forward_hooks
 
 __all__ = ["DepthwiseSeparableConv2d", "LayerCall", "LeNet5", "LeNet5DSC",
-           "LeNet5DSCFullFirst", "fold_depthwise_bias", "lecun_c3_table", "parameter_table",
-           "trace"]
+           "LeNet5DSCFullFirst", "lecun_c3_table", "parameter_table", "trace"]
 
 
 class DepthwiseSeparableConv2d(nn.Module):
@@ -34,7 +32,8 @@ class DepthwiseSeparableConv2d(nn.Module):
 
     Both stages keep their bias, as two plain ``nn.Conv2d`` do. Nothing nonlinear lies between
     them, so the depthwise bias is redundant: it adds the same constant to every position of
-    each output channel, which the pointwise bias can do alone (:func:`fold_depthwise_bias`).
+    each output channel, which the pointwise bias can do alone (it absorbs ``P @ beta``, the
+    pointwise weights ``P [C_out, C_in]`` times the depthwise bias ``beta [C_in]``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -133,28 +132,6 @@ def lecun_c3_table() -> torch.Tensor:
     return table
 
 
-@torch.no_grad()
-def fold_depthwise_bias(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in which every :class:`DepthwiseSeparableConv2d` has no depthwise
-    bias and computes the same function.
-
-    The depthwise stage adds ``beta[c]`` to every position of channel ``c``; the pointwise
-    weights ``P [C_out, C_in]`` carry that into output channel ``o`` as the constant
-    ``(P @ beta)[o]``, which is added to the pointwise bias instead.
-    """
-    folded = copy.deepcopy(model)
-    for layer in folded.modules():
-        if not isinstance(layer, DepthwiseSeparableConv2d) or layer.depthwise.bias is None:
-            continue
-        shift = layer.pointwise.weight[:, :, 0, 0] @ layer.depthwise.bias  # (C_out,)
-        if layer.pointwise.bias is None:
-            layer.pointwise.bias = nn.Parameter(shift)
-        else:
-            layer.pointwise.bias += shift
-        layer.depthwise.bias = None
-    return folded
-
-
 @dataclass(frozen=True)
 class LayerCall:
     """One call of a named submodule during a forward pass."""
@@ -182,7 +159,6 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[LayerCall]:
 
 def parameter_table(model: nn.Module) -> pd.DataFrame:
     """Trainable parameters per top-level layer, with a ``total`` row."""
-
     rows = [(name, sum(p.numel() for p in child.parameters()))
             for name, child in model.named_children()]
     rows = [(name, n) for name, n in rows if n]

@@ -1,18 +1,10 @@
-"""Whether two classifiers differ on the same test set: McNemar's exact test.
-
-Two nets scored on the same test digits are not two independent samples: most digits both
-get right, and only the digits where they disagree carry evidence about which is better. If
-the nets were equally good, each disagreement would go either way with probability 1/2, so the
-count of digits that only net ``a`` gets right would follow a binomial distribution with
-``n`` = the number of disagreements and ``p = 1/2`` (McNemar, 1947). The exact two-sided
-p-value is twice the probability of a split at least as uneven as the one observed.
+"""Whether two classifiers differ on the same test set: McNemar's exact test (McNemar, 1947;
+Appendix A1's equation ``a1-mcnemar``) and an interval for the difference in accuracy.
 
 It measures the sampling noise of the test set only: a second training run of the same net
-(another seed) varies too, and that variation is not in this p-value.
-
-A p-value that is not small says the test set cannot tell the two apart; it does not say the
-difference is small. :func:`difference_interval` gives the range of differences in accuracy
-that the same paired counts are consistent with (a normal approximation).
+(another seed) varies too, and that variation is not in the p-value. A p-value that is not
+small says the test set cannot tell the two apart, not that the difference is small;
+:func:`difference_interval` gives the differences the same paired counts are consistent with.
 """
 
 from __future__ import annotations
@@ -47,7 +39,8 @@ def _disagreements(right_a: torch.Tensor, right_b: torch.Tensor) -> tuple[int, i
 
 
 def mcnemar_exact(right_a: torch.Tensor, right_b: torch.Tensor) -> Disagreement:
-    """McNemar's exact test for two classifiers on the same examples.
+    """McNemar's exact test for two classifiers on the same examples: the two-sided p-value is
+    twice the probability, under Binomial(only_a + only_b, 1/2), of a split at least as uneven.
 
     ``right_a``, ``right_b``: bool tensors of one shape, ``True`` where each classifier is
     right on that example. Raises ``ValueError`` for tensors that are not bool or that differ

@@ -1,24 +1,13 @@
 """The one training loop of the book: MNIST in memory, validation-based stopping, checkpoints.
 
-The whole data set lives in memory as one scaled float tensor (on the GPU when there is
-one) and mini-batches are taken by index, so an epoch costs the model's arithmetic and little
-else: no per-sample PIL conversion, no collation.
-
-Convergence rule: after every epoch the model is scored on a validation split held out from the
-60,000 training images (never on the test set). Training stops when the validation loss has not
-improved by more than ``min_delta`` (a fraction of the best loss so far) for ``patience`` epochs
-in a row, and the weights of the best validation epoch are kept. The learning rate is
-multiplied by ``lr_factor`` whenever the validation loss fails to improve (in the same sense)
-for more than ``lr_patience`` epochs, so the weights settle. The weights that are scored and
-kept are an exponential moving average of the trained ones (``ema_decay``).
-
-:class:`Training` runs one epoch (:func:`train_epoch`) per stage of the book's run protocol
-(:func:`book.runs.run_in_stages`): a checkpoint after every epoch
-(``results/<name>.ckpt``), so calling :func:`train` again resumes an interrupted run exactly
-where it stopped; a finished run (``results/<name>.json`` and ``results/<name>.pt``) with the
-same identity (model structure and source, this file's source, the data's checksums, the
-configuration) is loaded instead of retrained unless ``retrain=True``. The returned
-:class:`TrainResult` is the same whichever of the three happened.
+The whole data set lives in memory as one scaled float tensor (on the GPU when there is one)
+and mini-batches are taken by index, so an epoch costs the model's arithmetic and little else.
+After every epoch the weights are scored on a validation split held out from the 60,000
+training images (never on the test set); :class:`TrainConfig` states the stopping and
+learning-rate rules, and the weights of the best validation epoch are kept. :func:`train` runs
+one epoch per stage of :func:`book.runs.run_in_stages`: an interrupted run resumes exactly
+where it stopped, a finished one with the same identity is reused unless ``retrain=True``, and
+the :class:`TrainResult` is the same whichever of the three happened.
 """
 
 from __future__ import annotations
@@ -49,7 +38,7 @@ from book.runs import Run, Stages, code_digest, model_code_digest, run_in_stages
 
 __all__ = ["HISTORY_COLUMNS", "Split", "TrainConfig", "TrainResult", "Training",
            "confusion_matrix", "evaluate", "normalise", "predict", "run_identity", "shifted",
-           "split", "steps_per_epoch", "train", "train_epoch"]
+           "split", "train", "train_epoch"]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr", "seconds"]
@@ -77,35 +66,29 @@ class TrainConfig:
     autocast_bf16: bool = False
 
     def __post_init__(self) -> None:
-        def fraction(name: str, low: float, high: float, *, closed_low: bool) -> None:
+        """Refuse a bad field by name; store every number as a plain Python one (np.float32 ->
+        float), for JSON. Every function that takes a TrainConfig relies on these checks."""
+        checks = dict.fromkeys(("batch_size", "max_epochs", "patience", "val_size"), positive_int)
+        checks |= dict.fromkeys(("lr_patience", "seed", "shift"), non_negative_int)
+        checks["lr"] = positive_float
+        if self.train_limit is not None:
+            checks["train_limit"] = positive_int
+        for name, check in checks.items():
+            object.__setattr__(self, name, check(f"TrainConfig.{name}", getattr(self, name)))
+        intervals = {"weight_decay": ("[", math.inf), "min_delta": ("[", 1),
+                     "lr_factor": ("(", 1), "ema_decay": ("[", 1)}  # [0, high) or (0, high)
+        for name, (bracket, high) in intervals.items():
             value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
-                (low <= value if closed_low else low < value) and value < high)
-            if not ok:
-                interval = f"{'[' if closed_low else '('}{low:g}, {high:g})"
-                raise ValueError(f"TrainConfig.{name} must lie in {interval}, got {value!r}")
-            object.__setattr__(self, name, float(value))  # np.float32 -> float, for JSON
-
-        for name in ("batch_size", "max_epochs", "patience", "val_size"):
-            positive_int(f"TrainConfig.{name}", getattr(self, name))
-        object.__setattr__(self, "lr", positive_float("TrainConfig.lr", self.lr))
-        fraction("weight_decay", 0, math.inf, closed_low=True)
-        fraction("min_delta", 0, 1, closed_low=True)
-        fraction("lr_factor", 0, 1, closed_low=False)
-        fraction("ema_decay", 0, 1, closed_low=True)
-        non_negative_int("TrainConfig.lr_patience", self.lr_patience)
-        non_negative_int("TrainConfig.seed", self.seed)
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not (real and (0 <= value if bracket == "[" else 0 < value) and value < high):
+                raise ValueError(f"TrainConfig.{name} must lie in {bracket}0, {high:g}), "
+                                 f"got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.shift >= 14:
+            raise ValueError(f"TrainConfig.shift must be an int in [0, 14), got {self.shift!r}")
         if not isinstance(self.autocast_bf16, bool):
             raise ValueError("TrainConfig.autocast_bf16 must be a bool, "
                              f"got {self.autocast_bf16!r}")
-        if not isinstance(self.shift, int) or not 0 <= self.shift < 14:
-            raise ValueError(f"TrainConfig.shift must be an int in [0, 14), got {self.shift!r}")
-        if self.train_limit is not None:
-            positive_int("TrainConfig.train_limit", self.train_limit)
-        for name in ("batch_size", "max_epochs", "patience", "val_size", "lr_patience", "seed",
-                     "train_limit"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, int(getattr(self, name)))
 
     def ema_decay_at(self, step: int) -> float:
         """The decay of the weight average at optimizer step ``step`` (counted from 0 over the
@@ -195,8 +178,7 @@ def split(data: MNISTTensors, config: TrainConfig, device: torch.device | str = 
     val_idx, train_idx = order[:config.val_size], order[config.val_size:]
     if config.train_limit is not None:
         train_idx = train_idx[:config.train_limit]
-    pixels = data.train_images[train_idx].float() / 255
-    std = pixels.std().item()
+    std = (data.train_images[train_idx].float() / 255).std().item()
 
     def prep(images: torch.Tensor) -> torch.Tensor:
         return normalise(images, std).to(device)
@@ -298,7 +280,7 @@ def train(name: str, make_model: Callable[[], nn.Module], data: MNISTTensors,
         report(f"{name}: epoch {row['epoch']}: validation loss {row['val_loss']:.4f}, "
                f"accuracy {row['val_acc']:.2%} (best epoch {training.best['epoch']})")
         if on_epoch_end is not None:
-            on_epoch_end(row["epoch"], training.history())
+            on_epoch_end(row["epoch"], pd.DataFrame(training.rows, columns=HISTORY_COLUMNS))
 
     try:
         record, weights, status = run_in_stages(run, start, after_stage=after_epoch)
@@ -373,7 +355,7 @@ class Training(Stages):
         start = time.perf_counter()
         loss_sum, correct = train_epoch(
             self.model, self.optimizer, s.train_x, s.train_y, config, self.shuffle,
-            self.averaged, (epoch - 1) * steps_per_epoch(n, config.batch_size),
+            self.averaged, (epoch - 1) * math.ceil(n / config.batch_size),
             lambda done: self.report(f"{self.name}: epoch {epoch} {bar(done / n)} "
                                      f"{done:,}/{n:,} images", detail=True),
             fill=s.background)
@@ -388,9 +370,6 @@ class Training(Stages):
             self.best = {"loss": val_loss, "epoch": epoch,
                          "state": copy.deepcopy(self.averaged.state_dict())}
 
-    def history(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS)
-
     def outcome(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         self.model.load_state_dict(self.best["state"])
         kept = self.rows[self.best["epoch"] - 1]
@@ -398,11 +377,6 @@ class Training(Stages):
             "history": self.rows, "best_epoch": self.best["epoch"], "epochs": len(self.rows),
             "test_acc": kept["test_acc"], "test_loss": kept["test_loss"],
             "seconds": sum(row["seconds"] for row in self.rows), "std": self.splits.std}
-
-
-def steps_per_epoch(n_images: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch of ``n_images``: the last batch may be smaller."""
-    return math.ceil(n_images / batch_size)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,

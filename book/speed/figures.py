@@ -79,6 +79,7 @@ def _label_points(ax, points, colour) -> None:
               (-4, -4, "right", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center"))
     frame = ax.get_window_extent(renderer)
     placed = []
+
     def put(name, x, y, dx, dy, ha, va):
         return ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points",
                            fontsize=8, color=colour, ha=ha, va=va)
@@ -96,17 +97,16 @@ def _label_points(ax, points, colour) -> None:
         placed.append(box)
 
 
-def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float | None = None) -> Figure:
+def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float) -> Figure:
     """Each layer's measured rate against its arithmetic intensity, under the machine's two
     roofs (log-log), one panel per net, sharing both axes.
 
-    ``roofs``: a :class:`book.speed.roofline.Roofs`. ``layers``: one row per layer call with the
-    columns ``net``, ``layer``, ``intensity`` (operations per byte), ``rate`` (operations per
-    second of its best time) and ``rate_median`` (of its median time, drawn as a bar below
-    the point); a layer without operations cannot be placed and must be left out. A layer
-    named ``*.depthwise`` is drawn as a triangle, ``*.pointwise`` as a square. ``reference``
-    (operations per second), if given, is drawn as a dashed line: the one rate at which an
-    operation count predicts time.
+    ``roofs``: a :class:`book.speed.roofline.Roofs`. ``layers``: rows of
+    :func:`book.speed.roofline.layer_rates` (their ``net``, ``layer``, ``intensity``, ``rate``
+    and ``rate_median``, drawn as a bar below the point); a layer without operations cannot be
+    placed and must be left out. A layer named ``*.depthwise`` is drawn as a triangle,
+    ``*.pointwise`` as a square. ``reference`` (operations per second) is drawn as a dashed
+    line: the one rate at which an operation count predicts time.
     """
     nets = list(dict.fromkeys(layers["net"]))
     fig, axes = plt.subplots(1, len(nets), figsize=(4.4 * len(nets), 4.4), sharex=True,
@@ -122,9 +122,8 @@ def plot_roofline(roofs, layers: pd.DataFrame, *, reference: float | None = None
                       f"{roofs.peak / 1e9:.0f} GOP/s")
         ax.axvline(roofs.ridge, color="black", ls=":", lw=0.8,
                    label=f"ridge: {roofs.ridge:.1f} operations per byte")
-        if reference is not None:
-            ax.axhline(reference / 1e9, color="0.45", ls="--", lw=1,
-                       label=f"op-count assumption: {reference / 1e9:.1f} GOP/s throughout")
+        ax.axhline(reference / 1e9, color="0.45", ls="--", lw=1,
+                   label=f"op-count assumption: {reference / 1e9:.1f} GOP/s throughout")
         rows = layers[layers["net"] == net]
         stage = rows["layer"].str.rsplit(".", n=1).str[-1]
         points = []

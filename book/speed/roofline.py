@@ -1,17 +1,14 @@
 """The roofline of this machine, measured, and each layer's place under it.
 
-The roofline model (Williams, Waterman and Patterson, 2009): a kernel that does ``ops``
-operations on ``bytes`` of memory traffic, with arithmetic intensity ``I = ops / bytes``, can
-at best run at
+The roofline model (Williams, Waterman and Patterson, 2009): a kernel of arithmetic intensity
+``I = ops / bytes`` can at best run at
 
     attainable(I) = min(peak, bandwidth * I)   operations per second,
 
 so below the *ridge* intensity ``peak / bandwidth`` it is bound by memory, above it by
-arithmetic. Both roofs are measured here rather than taken from a data sheet: the peak from a
-large float32 matrix product (the most tuned kernel there is), the bandwidth from a large
-copy. The best of a few repetitions is kept, as a roof is what the machine can reach. A
-layer's point is its compulsory traffic's intensity (:func:`book.speed.traffic.count_traffic`) and
-its measured rate, its operations divided by its measured time (:func:`layer_seconds`).
+arithmetic. Both roofs are measured here (:func:`measure_roofs`), not taken from a data sheet.
+A layer's point is its compulsory traffic's intensity (:mod:`book.speed.traffic`) and its
+measured rate (:func:`layer_rates`).
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from book.inspection import eval_mode, forward_hooks
 from book.speed.timing import interleaved_seconds, spread
 from book.speed.traffic import count_traffic
 
-__all__ = ["Roofs", "layer_calls", "layer_rates", "layer_seconds", "measure_roofs"]
+__all__ = ["Roofs", "layer_calls", "layer_rates", "measure_roofs"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,6 @@ class Roofs:
     bandwidth: float  # bytes per second
     matmul_size: int  # n of the n x n float32 product that measured the peak
     copy_bytes: int  # bytes of the float32 tensor whose copy measured the bandwidth
-    threads: int
 
     @property
     def ridge(self) -> float:
@@ -79,7 +75,7 @@ def measure_roofs(matmul_size: int = 512, copy_bytes: int = 256 * 2**20, *, roun
     best = times.min()
     return Roofs(peak=float(n * n * (2 * n - 1) / best["matmul"]),
                  bandwidth=float(2 * source.numel() * 4 / best["copy"]), matmul_size=n,
-                 copy_bytes=source.numel() * 4, threads=torch.get_num_threads())
+                 copy_bytes=source.numel() * 4)
 
 
 @torch.no_grad()
@@ -104,44 +100,36 @@ def layer_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module,
     return calls
 
 
-def layer_seconds(models: Mapping[str, nn.Module], x: torch.Tensor, *, rounds: int = 7,
-                  block_seconds: float = 0.02) -> pd.DataFrame:
-    """Seconds of every layer call of every model of ``models`` on the input it sees in a
-    forward pass of ``x``, all timed interleaved (:func:`book.speed.timing.interleaved_seconds`):
-    each round runs every call of every model once, so the nets share the machine's slow and
-    fast spells. One row per call, in the order of :func:`layer_calls`, with the columns
-    ``net``, ``layer`` and the :func:`book.speed.timing.spread` of the rounds (seconds)."""
+def layer_rates(models: Mapping[str, nn.Module], x: torch.Tensor, roofs: Roofs, *,
+                rounds: int = 7, block_seconds: float = 0.005,
+                counters: Mapping | None = None) -> pd.DataFrame:
+    """Every layer call of every model of ``models`` (:func:`layer_calls`), timed on the input
+    it sees in a forward pass of ``x``; all calls of all nets are interleaved
+    (:func:`book.speed.timing.interleaved_seconds`), so they share the machine's slow spells.
+
+    One row per call: ``net``, ``layer``, the :func:`~book.speed.timing.spread` of the rounds
+    (seconds), the columns of :func:`book.speed.traffic.count_traffic` (bias additions and
+    pooling counted, as the kernels do them; ``counters`` as there), ``rate`` and
+    ``rate_median`` (operations per second at the best and at the median time) and ``of_roof``
+    (``rate`` over the roofline's attainable rate at the call's intensity).
+    """
     fns, keys = {}, []
     with torch.inference_mode():
         for net, model in models.items():
             for i, (name, module, args) in enumerate(layer_calls(model, x)):
-                key = f"{net}/{i}/{name}"
-                fns[key] = lambda module=module, args=args: module(*args)
+                fns[f"{net}/{i}/{name}"] = lambda module=module, args=args: module(*args)
                 keys.append((net, name))
         times = interleaved_seconds(fns, rounds=rounds, block_seconds=block_seconds)
-    table = spread(times).reset_index(drop=True)
-    table.insert(0, "net", [net for net, _ in keys])
-    table.insert(1, "layer", [name for _, name in keys])
-    return table
-
-
-def layer_rates(models: Mapping[str, nn.Module], x: torch.Tensor, roofs: Roofs, *,
-                rounds: int = 7, block_seconds: float = 0.005,
-                counters: Mapping | None = None) -> pd.DataFrame:
-    """:func:`layer_seconds` beside each call's counts and compulsory traffic
-    (:func:`book.speed.traffic.count_traffic`, bias additions and pooling counted, since the
-    measured kernels do them): one row per layer call of every net, with the columns of both
-    and ``rate`` (operations per second at the call's best time), ``rate_median`` (at its
-    median time) and ``of_roof`` (``rate`` as a fraction of the roofline's attainable rate at
-    the call's intensity). ``counters`` as in :func:`~book.counting.counter.count_ops`."""
-    times = layer_seconds(models, x, rounds=rounds, block_seconds=block_seconds)
     counts = pd.concat([count_traffic(model, tuple(x.shape), bias=True, pooling=True,
                                       counters=counters)
                         for model in models.values()], ignore_index=True)
-    if times["layer"].tolist() != counts["layer"].tolist():
+    if [name for _, name in keys] != counts["layer"].tolist():
         raise ValueError("layer_rates: the layer calls and the count's rows differ; every "
                          "operation must run in a module without children")
-    table = pd.concat([times, counts.drop(columns="layer")], axis=1)
+    table = spread(times).reset_index(drop=True)
+    table.insert(0, "net", [net for net, _ in keys])
+    table.insert(1, "layer", counts.pop("layer"))
+    table = pd.concat([table, counts], axis=1)
     table["rate"] = table["ops"] / table["min"]
     table["rate_median"] = table["ops"] / table["median"]
     table["of_roof"] = table["rate"] / roofs.attainable(table["intensity"])

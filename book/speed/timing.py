@@ -4,6 +4,7 @@ On a shared machine the speed of the CPU changes from second to second. Timing o
 for a second and then another for a second compares two different machines;
 :func:`interleaved_seconds` times the contenders in alternation (A, B, A, B, ...), so a slow
 spell falls on all of them alike, and repeats the rounds so the spread can be reported.
+:func:`median_seconds` times one statement with ``torch.utils.benchmark``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import torch
 from book.checks import positive_float, positive_int
 from book.inspection import eval_mode
 
-__all__ = ["benchmark_module", "forward_seconds", "interleaved_seconds", "spread", "threads"]
+__all__ = ["forward_seconds", "interleaved_seconds", "median_seconds", "spread", "threads"]
 
 
-def benchmark_module():
-    """``torch.utils.benchmark``, imported without its irrelevant CUDA-toolkit warning."""
+def median_seconds(stmt: str, *, min_run_time: float, **names) -> float:
+    """Median seconds of one run of the Python statement ``stmt`` (``names``: its variables;
+    ``torch`` is always there), by ``torch.utils.benchmark``'s ``blocked_autorange`` over at
+    least ``min_run_time`` seconds."""
     # Importing torch.utils.benchmark makes torch.utils.cpp_extension log a warning when no
     # CUDA toolkit is installed; it is irrelevant to timing and would land in stored outputs.
     logger = logging.getLogger("torch.utils.cpp_extension")
@@ -33,8 +36,8 @@ def benchmark_module():
         from torch.utils import benchmark
     finally:
         logger.setLevel(level)
-    return benchmark
-
+    timer = benchmark.Timer(stmt=stmt, globals=names)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def _block(fn: Callable[[], object], number: int) -> float:
@@ -73,8 +76,7 @@ def interleaved_seconds(fns: Mapping[str, Callable[[], object]], *, rounds: int 
     rows = []
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
-        row = {name: _block(fns[name], numbers[name]) for name in order}
-        rows.append({name: row[name] for name in names})
+        rows.append({name: _block(fns[name], numbers[name]) for name in order})
     return pd.DataFrame(rows, columns=names).rename_axis("round")
 
 

@@ -1,24 +1,13 @@
 """The bytes each layer moves, beside the operations it does: memory traffic and intensity.
 
-The roofline model (Williams, Waterman and Patterson, 2009) bounds a layer's speed by two
-numbers of the machine, its peak arithmetic rate and its memory bandwidth, and one number of
-the layer, its *arithmetic intensity*: operations per byte moved to or from memory. This
-module gives the bytes. A layer must read its inputs and its weights and write its outputs at
-least once, so its *compulsory traffic* is
-
-    input bytes + weight bytes + output bytes,
-
-each tensor counted once at its own element size (4 bytes in float32). Real traffic can be
-larger (an input too big for the cache is read again for every output channel) or smaller (the
-previous layer's output may still sit in the cache); the compulsory traffic is the amount no
-implementation can avoid, the one a roofline places a layer by.
-
-Per call of a module, as :func:`book.counting.counter.count_ops` makes its rows: *inputs* are the
-tensors among the call's arguments, *weights* the module's parameters and floating-point
-buffers (each once), *outputs* the tensors it returns. An in-place activation reads and writes
-the same tensor, and both count: a pass over it reads every byte and writes every byte. The
-traffic of a container's own arithmetic (a residual addition in a ``forward``) is refused
-rather than guessed: its call's inputs and outputs are those of the whole block.
+A layer must read its inputs and weights and write its outputs at least once; this
+*compulsory traffic* (each tensor once, at its own element size) is what no implementation can
+avoid, and what the roofline (:mod:`book.speed.roofline`) places a layer by, at its
+*arithmetic intensity*, operations per byte. Real traffic can be larger (an input too big for
+the cache is read again) or smaller (the previous output may still be cached). An in-place
+activation reads and writes the same tensor, and both count. The traffic of a container's own
+arithmetic (a residual addition in a ``forward``) is refused rather than guessed: its call's
+inputs and outputs are those of the whole block.
 """
 
 from __future__ import annotations
@@ -59,45 +48,31 @@ def _weight_bytes(module: nn.Module) -> int:
 
 def count_traffic(model: nn.Module, inputs, *, bias: bool = False, pooling: bool = False,
                   counters=None) -> pd.DataFrame:
-    """:func:`book.counting.counter.count_ops`'s table, one row per layer call, with the compulsory
-    traffic of each call beside its operations.
+    """:func:`book.counting.counter.count_ops`'s table (same arguments), one row per layer call,
+    with the compulsory traffic of each call beside its operations.
 
-    Added columns: :data:`TRAFFIC_COLUMNS` (bytes of the inputs read, the weights and buffers
-    read, the outputs written), ``bytes`` (their sum), ``ops`` (the sum of the
-    :data:`~book.counting.counter.OP_KINDS` counted with ``bias`` and ``pooling`` as in
-    ``count_ops``) and ``intensity`` (``ops / bytes``, operations per byte).
-    ``inputs`` and ``counters`` (modules counted as one unit) as in ``count_ops``; a shape
-    gives a zero tensor of the model's dtype, so a float32 model gives float32 bytes. Raises
-    ``ValueError`` for a row of a container's own arithmetic (see the module docstring).
+    Added columns: :data:`TRAFFIC_COLUMNS` (bytes of the call's tensor arguments, of the
+    module's parameters and floating-point buffers, of the tensors it returns), ``bytes``
+    (their sum), ``ops`` (the sum of the :data:`~book.counting.counter.OP_KINDS`) and
+    ``intensity`` (``ops / bytes``). A shape as ``inputs`` gives a zero tensor of the model's
+    dtype, so a float32 model gives float32 bytes. Raises ``ValueError`` for a row of a
+    container's own arithmetic.
     """
-    calls: list[tuple[str, nn.Module, int, int]] = []  # name, module, input and output bytes
-    starts: list[int] = []
-
-    def pre_hook(module, args, kwargs):
-        starts.append(len(calls))
-        calls.append(None)  # placeholder: the call's row, filled when it returns
-        return None
+    calls: dict[str, list[tuple[int, int]]] = {}  # per layer: bytes read and written, per call
 
     def hook(name: str):
         def record(module, args, kwargs, output):
-            row = starts.pop()
-            calls[row] = (name, module, _bytes(_tensors((args, kwargs))),
-                          _bytes(_tensors(output)))
+            read, written = _bytes(_tensors((args, kwargs))), _bytes(_tensors(output))
+            calls.setdefault(name, []).append((read, written))
         return record
 
-    modules = list(model.named_modules())
-    with (forward_hooks([(m, pre_hook) for _, m in modules], pre=True, with_kwargs=True),
-          forward_hooks([(m, hook(name)) for name, m in modules], with_kwargs=True)):
+    modules = dict(model.named_modules())
+    with forward_hooks([(m, hook(name)) for name, m in modules.items()], with_kwargs=True):
         table = count_ops(model, inputs, bias=bias, pooling=pooling, counters=counters)
 
-    by_name: dict[str, list[tuple[nn.Module, int, int]]] = {}
-    for name, module, read, written in calls:
-        by_name.setdefault(name, []).append((module, read, written))
-    seen: dict[str, int] = {}
     traffic = []
     for layer in table["layer"]:
-        module, read, written = by_name[layer][seen.get(layer, 0)]
-        seen[layer] = seen.get(layer, 0) + 1
+        module = modules[layer]
         if next(module.children(), None) is not None and counter_for(
                 module, counters or {}) is None:
             raise ValueError(
@@ -105,6 +80,7 @@ def count_traffic(model: nn.Module, inputs, *, bias: bool = False, pooling: bool
                 "its traffic is not counted (the call's inputs and outputs are the whole "
                 "block's). Count it as one unit: count_traffic(model, inputs, "
                 f"counters={{{type(module).__name__}: counter}})")
+        read, written = calls[layer].pop(0)  # a module called twice: its calls in order
         traffic.append((read, _weight_bytes(module), written))
     table[list(TRAFFIC_COLUMNS)] = pd.DataFrame(traffic, index=table.index, dtype="int64")
     table["bytes"] = table[list(TRAFFIC_COLUMNS)].sum(axis=1)

@@ -1,13 +1,9 @@
 """What the Transformer computes and stores: operations and bytes, block by block.
 
-Every operation is priced by the counting package's one cost model
-(:mod:`book.counting.closed_forms`: a dot product of length ``n`` costs ``n`` multiplications
-and ``n - 1`` additions, a reduction of ``m`` values ``m - 1``, the softmax's convention is
-stated in :mod:`book.counting.costs`), and the Transformer's own layers are priced here from
-those formulas (:func:`scores_cost`, :func:`softmax_cost`, :func:`layer_norm_cost`), each as its
-module's ``forward`` computes it. Each is used twice: by the counters of :data:`COUNTERS`,
-which ``count_ops(model, inputs, counters=COUNTERS)`` calls with the shapes one forward pass
-produced (without them it refuses the Transformer's layers), and by
+Each of its layers is priced here from the counting package's one cost model
+(:mod:`book.counting.closed_forms`), as its module's ``forward`` computes it, and each price
+is used twice: by the counters of :data:`COUNTERS` (``count_ops(model, inputs,
+counters=COUNTERS)``, which without them refuses the Transformer's layers) and by
 :func:`closed_form_counts`, which adds them up from the lengths ``S`` and ``T`` (ints, or sympy
 symbols for the polynomials). ``bias=True`` adds one addition per output of a biased layer
 (and LayerNorm's beta); activations (ReLU) count zero.
@@ -39,7 +35,6 @@ BLOCKS = ("embeddings", "masks", "encoder.self_attn", "encoder.add_norm1", "enco
 
 
 # --- the cost of each of its layers -----------------------------------------------------------
-
 
 def scores_cost(heads_rows, lk, d_k, q_size, k_size, *, centred: bool = False,
                 masked: bool = False) -> dict:
@@ -82,7 +77,6 @@ def layer_norm_cost(rows, d, bias: bool) -> dict:
 
 
 # --- counters for count_ops: the shapes one call saw, for the whole batch ---------------------
-
 
 def count_additions(module, inputs, output, *, bias, pooling):
     """One addition per output element: positions, residuals, masks added to scores."""
@@ -153,14 +147,10 @@ counters=COUNTERS)``."""
 
 # --- blocks and closed forms ------------------------------------------------------------------
 
-
 def block_of(name: str) -> str:
-    """The block a module (or parameter) belongs to, from its qualified name.
-
-    ``encoder.self_attn.q_proj`` -> ``encoder.self_attn``, ``decoder.add_norm2.norm`` ->
-    ``decoder.add_norm2``; embeddings and positions -> ``embeddings``; the three mask
-    builders -> ``masks``.
-    """
+    """The block of :data:`BLOCKS` a module (or parameter) belongs to, from its qualified name:
+    ``encoder.self_attn.q_proj`` -> ``encoder.self_attn``; embeddings and positions ->
+    ``embeddings``; the three mask builders -> ``masks``."""
     parts = name.split(".")
     if parts[0] in ("src_embed", "tgt_embed", "pos"):
         return "embeddings"
@@ -182,12 +172,10 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
 
     ``S`` and ``T`` (source and target lengths) may be ints or sympy symbols. Returns
     ``{block: {kind: count}}`` for the :data:`BLOCKS`, with the kinds of
-    ``book.counting.counter.OP_KINDS`` plus ``activations`` (elements of every module output).
-    Each operation costs what the functions above say, the same ones the counters use: a
-    linear layer or a matrix product a dot product per output element, softmax and LayerNorm
-    what their modules' comments itemise. Every attention block is given a mask; in
-    ``config.dtype`` float16 the scores are centred (:func:`scores_cost`). The scale is
-    assumed 1 (no ``2**-shift``: inputs of ordinary size).
+    ``book.counting.counter.OP_KINDS`` plus ``activations`` (elements of every module output),
+    each operation priced by the functions the counters use. Every attention block is given a
+    mask; in float16 the scores are centred (:func:`scores_cost`); the scale is assumed 1 (no
+    ``2**-shift``: inputs of ordinary size).
     """
     D, h, F, V, dk = config.d_model, config.n_heads, config.d_ff, config.tgt_vocab, config.d_k
 
@@ -243,7 +231,6 @@ def closed_form_counts(S, T, config: TransformerConfig, *,
 
 
 # --- memory -----------------------------------------------------------------------------------
-
 
 def _with_bytes(counts: pd.Series, column: str, dtype: torch.dtype) -> pd.DataFrame:
     """``counts`` per block in :data:`BLOCKS` order, a ``total`` row, and their bytes."""

@@ -1,14 +1,9 @@
 """The figures of Problem 2: the block diagram, the reversal demonstration's loss and attention,
 the float16 error sweep, and exact match by length. Each function returns its Figure.
 
-The block diagram is drawn from the model itself.
-
-A forward pass of a short random sequence, with forward hooks on the sub-layers of the
-encoder and decoder layers, gives their order; each box is labelled from the module's own
-configuration (vocabulary, width, heads, ``d_ff``), so the drawing changes when the model
-does. A sub-layer type it does not know is an error, never a blank box. Boxes with a thick
-orange edge are what the model adds to the earlier report's description; the note at the
-foot lists what it leaves out, and why.
+The block diagram is drawn from the model itself: a forward pass with hooks gives the order of
+the sub-layers, and each box is labelled from the module's configuration, so the drawing
+changes when the model does; a sub-layer type it does not know is an error, never a blank box.
 """
 
 from __future__ import annotations
@@ -25,10 +20,11 @@ from matplotlib.patches import FancyBboxPatch
 
 from book.inspection import forward_hooks
 from book.transformer.model import AddNorm, FeedForward, MultiHeadAttention, Transformer
+from book.transformer.numerics import FINITE, RAISED
 from book.transformer.reversal import token_name
 
-__all__ = ["ATTENTION_BLOCKS", "LEFT_OUT", "plot_accuracy_by_length", "plot_attention",
-           "plot_error_sweep", "plot_reversal_loss", "plot_transformer", "sublayers"]
+__all__ = ["plot_accuracy_by_length", "plot_attention", "plot_error_sweep", "plot_reversal_loss",
+           "plot_transformer", "sublayers"]
 
 COLOURS = {"embedding": "#e0e0e0", "attention": "#c6dbef", "addnorm": "#fff2ae",
            "ffn": "#c7e9c0", "norm": "#fff2ae", "output": "#fdd0a2", "mask": "#f2f2f2"}
@@ -98,18 +94,19 @@ def _arrow(ax, *points, dashed=False):
 def plot_transformer(model: Transformer) -> Figure:
     """The encoder (left) and decoder (right) of ``model``, bottom to top in the order of a
     forward pass: embeddings and positions, each layer's sub-layers with their residual
-    connections (around the outside), the masks, the final LayerNorms and the generator."""
+    connections (around the outside), the masks, the final LayerNorms and the generator.
+    Boxes with a thick orange edge are what the model adds to the earlier report's
+    description; the note at the top lists what it leaves out, and why."""
     c, layers = model.config, sublayers(model)
     fig, ax = plt.subplots(figsize=(7.6, 9.4), layout="constrained")
     ax.set(xlim=(-0.05, 10.05), ylim=(-0.8, 11.6))
     ax.axis("off")
     half = WIDTH / 2
     heights, norm_tops = {}, {}
-    for side, x, outside in (("encoder", 2.2, -1), ("decoder", 7.8, 1)):
-        length, vocab = ("S", c.src_vocab) if side == "encoder" else ("T", c.tgt_vocab)
-        ax.text(x, 0.0, f"{'source' if side == 'encoder' else 'target'} token ids [B, {length}]"
-                + ("" if side == "encoder" else ", bos first"), ha="center", va="center",
-                fontsize=8.5)
+    sides = (("encoder", 2.2, -1, "source token ids [B, S]", c.src_vocab),
+             ("decoder", 7.8, 1, "target token ids [B, T], bos first", c.tgt_vocab))
+    for side, x, outside, ids, vocab in sides:
+        ax.text(x, 0.0, ids, ha="center", va="center", fontsize=8.5)
         _arrow(ax, (x, 0.18), (x, 0.85 - HEIGHT / 2))
         top = _box(ax, x, 0.85, f"token embedding {vocab} → {c.d_model}\n+ sinusoidal "
                    "positions", "embedding", eq="(R10, R11)")
@@ -171,8 +168,8 @@ def plot_transformer(model: Transformer) -> Figure:
     return fig
 
 
-def plot_reversal_loss(history: Sequence[Mapping[str, float]], window: int = 20,
-                       held_out: Sequence[Mapping[str, float]] = ()) -> Figure:
+def plot_reversal_loss(history: Sequence[Mapping[str, float]], *,
+                       held_out: Sequence[Mapping[str, float]], window: int = 20) -> Figure:
     """Training loss per step (log scale) with its running mean over ``window`` steps, and the
     loss on the held-out sequences at the steps where it was measured.
 
@@ -185,9 +182,8 @@ def plot_reversal_loss(history: Sequence[Mapping[str, float]], window: int = 20,
     fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
     ax.plot(steps, losses, alpha=0.35, label="training batch")
     ax.plot(steps[window - 1:], smooth, label=f"training, mean of {window} batches")
-    if held_out:
-        ax.plot([r["step"] for r in held_out], [r["loss"] for r in held_out], "o:",
-                color="tab:red", ms=4, label="held-out sequences (all of them)")
+    ax.plot([r["step"] for r in held_out], [r["loss"] for r in held_out], "o:", color="tab:red",
+            ms=4, label="held-out sequences (all of them)")
     ax.set(yscale="log", xlabel="training step", ylabel="cross-entropy per target token")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
@@ -206,8 +202,7 @@ def plot_attention(maps: Mapping[str, torch.Tensor], src: torch.Tensor, tgt: tor
     queries down, keys across, one colour scale (0 to 1) for all, with its colour bar.
 
     ``maps``: from :func:`~book.transformer.reversal.attention_maps` (batch index 0 is
-    drawn); ``src``,
-    ``tgt``: that example's source tokens and decoder input tokens (1-D).
+    drawn); ``src``, ``tgt``: that example's source tokens and decoder input tokens (1-D).
     """
     tokens = {"source": src, "decoder input": tgt}
     fig, axes = plt.subplots(len(ATTENTION_BLOCKS), len(heads), squeeze=False,
@@ -237,23 +232,23 @@ def plot_error_sweep(sweep: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel
     gap. ``marks``: labelled vertical lines (label -> x), the labels at the height
     ``marks_at`` (a fraction of the axes).
 
-    ``sweep``: rows with the columns ``x``, ``y``, ``model`` and ``outcome`` (``"finite"``,
-    ``"RangeError raised"`` or anything else for an inf or NaN), as from
-    :mod:`book.transformer.numerics`.
+    ``sweep``: rows with the columns ``x``, ``y``, ``model`` and ``outcome`` (``FINITE``,
+    ``RAISED`` or anything else for an inf or NaN), as from :mod:`book.transformer.numerics`.
     """
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    finite = sweep["outcome"] == "finite"
+    finite = sweep["outcome"] == FINITE
     top = 3 * sweep.loc[finite, y].max()
     shown = set()
     for i, model in enumerate(dict.fromkeys(sweep["model"])):
         colour, rows = plt.get_cmap("tab10").colors[i], sweep[sweep["model"] == model]
-        ok = rows[rows["outcome"] == "finite"]
+        ok = rows[rows["outcome"] == FINITE]
         ax.plot(ok[x], ok[y], marker="osDP"[i], ms=4, lw=1.4, color=colour, label=model)
-        raised = rows["outcome"] == "RangeError raised"
-        for failed, marker in (((rows["outcome"] != "finite") & ~raised, "x"), (raised, "^")):
+        raised = rows["outcome"] == RAISED
+        for failed, marker in (((rows["outcome"] != FINITE) & ~raised, "x"), (raised, "^")):
             ax.plot(rows.loc[failed, x], np.full(int(failed.sum()), top * 1.5 ** (i + 1)),
                     ls="", marker=marker, ms=7, mew=1.6, color=colour)
-            shown |= {marker} if failed.any() else set()
+            if failed.any():
+                shown.add(marker)
     if shown:
         ax.axhline(top, color="0.6", lw=0.8, ls="--")
     meaning = {"x": "no finite result: inf or NaN", "^": "no result: RangeError naming the step"}
@@ -266,9 +261,8 @@ def plot_error_sweep(sweep: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel)
     ax.set_ylim(top=top * 1.5**6)
     ax.grid(alpha=0.3, which="both")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles + proxies, labels + [p.get_label() for p in proxies],
-               loc="outside lower center", ncol=2, frameon=False, fontsize=9)
+    fig.legend(handles=ax.get_legend_handles_labels()[0] + proxies, loc="outside lower center",
+               ncol=2, frameon=False, fontsize=9)
     return fig
 
 

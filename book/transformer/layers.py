@@ -1,20 +1,10 @@
 """The leaf modules of the Transformer: all of its arithmetic, safe in 16 bits.
 
-Each module does one step of the earlier report's equations, numbered there (10) to (17) and
-cited here as "(R10)" to "(R17)": they are that report's numbers, not the assignment's. Each
-is counted as one unit by :mod:`book.transformer.costs`. Three rules hold for all of them:
-
-- Matrix products and sums go through :mod:`book.transformer.strict_fp16`, so that
-  ``with strict_fp16():`` keeps their running sums in 16 bits too; constants are buffers in
-  the model's dtype (rounded to 16 bits once), not Python floats that would enter the
-  arithmetic at float32 precision.
-- Nothing overflows that fits: the softmax subtracts its row maximum, LayerNorm scales each
-  row by a power of two and squares only values in [-1, 1], and attention scores are
-  computed at a power-of-two scale that keeps every partial sum below 2**15
-  (:class:`Scores`).
-- No inf or NaN is returned silently: every step whose result can leave the dtype's range
-  checks it (:func:`checked`) and raises :class:`RangeError`, naming the step and the
-  magnitude the result would have, when a value truly cannot be represented.
+Each module does one step of the earlier report's equations, cited as "(R10)" to "(R17)" (that
+report's numbers, not the assignment's), and is one unit for :mod:`book.transformer.costs`.
+Matrix products and sums go through :mod:`book.transformer.strict_fp16`; constants are buffers
+in the model's dtype, not Python floats that would enter the arithmetic at float32 precision.
+Every step whose result can leave the dtype's range checks it with :func:`checked`.
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ from book.transformer.strict_fp16 import linear, matmul, row_mean, row_sum
 
 __all__ = ["Add", "ApplyMask", "CausalMask", "KeyPaddingMask", "LayerNorm", "Linear", "MatMul",
            "PositionalEncoding", "RangeError", "Scale", "Scores", "Softmax", "TokenEmbedding",
-           "check_batch", "check_tokens", "checked", "step_name"]
+           "check_batch", "check_tokens", "checked"]
 
 
 class RangeError(OverflowError):
@@ -40,29 +30,23 @@ class RangeError(OverflowError):
         self.step, self.magnitude = step, magnitude
 
 
-def step_name(module: nn.Module) -> str:
-    """The module's name in its model (set by :class:`book.transformer.model.Transformer`), else its
-    class name."""
-    return getattr(module, "qualified_name", "") or type(module).__name__
-
-
 def checked(step: nn.Module, out: torch.Tensor, *inputs) -> torch.Tensor:
     """``out`` if every value is finite; else :class:`RangeError` naming ``step`` and the
     largest magnitude of the same step computed in float64 from the same ``inputs``."""
     if out.numel() == 0 or bool(torch.isfinite(torch.stack(torch.aminmax(out))).all()):
         return out  # one pass: the extremes are finite, or inf, or NaN (which propagates)
-    name, dtype = step_name(step), out.dtype
+    name = getattr(step, "qualified_name", "") or type(step).__name__  # as Transformer names it
     floats = [isinstance(x, torch.Tensor) and x.is_floating_point() for x in inputs]
     if not all(torch.isfinite(x).all() for x, f in zip(inputs, floats, strict=True) if f):
         raise RangeError(f"{name}: an input already holds inf or NaN", name, math.inf)
     wide = copy.deepcopy(step).double()
     exact = wide.forward(*(x.double() if f else x for x, f in zip(inputs, floats, strict=True)))
     magnitude = exact.abs().max().item()
-    top = torch.finfo(dtype).max
+    top = torch.finfo(out.dtype).max
     where = ("the result" if magnitude > top else
              "an intermediate value (the result itself fits)")
-    raise RangeError(f"{name}: {str(dtype).removeprefix('torch.')} overflow: {where} is out "
-                     f"of range (largest finite value {top:.6g}); computed in float64 the "
+    raise RangeError(f"{name}: {str(out.dtype).removeprefix('torch.')} overflow: {where} is "
+                     f"out of range (largest finite value {top:.6g}); computed in float64 the "
                      f"result reaches {magnitude:.4g}", name, magnitude)
 
 
@@ -82,10 +66,7 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """``offset``: the position of ``x[:, 0]`` (incremental decoding feeds one at a time)."""
-        end = offset + x.shape[-2]
-        if end > self.pe.shape[0]:
-            raise ValueError(f"position {end - 1} is beyond max_len {self.pe.shape[0]}")
-        return checked(self, x + self.pe[offset:end], x)
+        return checked(self, x + self.pe[offset : offset + x.shape[-2]], x)
 
 
 class TokenEmbedding(nn.Embedding):
@@ -127,9 +108,6 @@ class Scale(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return checked(self, x * self.factor, x)
 
-    def extra_repr(self) -> str:
-        return f"factor={self.factor.item():.6g}"
-
 
 class Linear(nn.Linear):
     """``x W^T + b`` through :func:`book.transformer.strict_fp16.linear`, checked for overflow."""
@@ -160,24 +138,16 @@ class Scores(nn.Module):
     centred on each row's largest score before they are rounded.
 
     ``q [B, h, Lq, d_k]``, ``k [B, h, Lk, d_k]``, ``mask`` (additive, broadcastable to
-    ``[B, h, Lq, Lk]``, or None) -> ``(a, shift)``, ``a = (q k^T - m) / 2**shift`` of shape
-    ``[B, h, Lq, Lk]``, which the softmax (given ``shift``) turns into the weights of
-    ``q k^T``:
+    ``[B, h, Lq, Lk]``, or None) -> ``(a, shift)``: ``a = (q k^T - m) / 2**shift`` of shape
+    ``[B, h, Lq, Lk]``, which the softmax, given ``shift``, turns into the weights of ``q k^T``.
 
-    - ``shift``: the smallest integer >= 0 for which ``d_k max|q| max|k| / 2**shift`` is below
-      ``2**(high - 2)`` (:func:`exponent_limits`; ``2**14`` in float16). That keeps every
-      partial sum of every score, and of every score less ``m``, below ``2**(high - 1)``, so
-      nothing overflows in either accumulation mode. A power of two changes only exponents:
-      nothing is rounded differently except values pushed below the smallest normal number.
-    - ``m`` (:data:`CENTRED` dtypes only; else 0): float16 stores a score ``s`` to within
-      ``|s| 2**-11``, and that error goes into ``exp`` whole: a weight 5 % off at scores of
-      100, lost at scores of 2,000. The softmax needs only the differences to the row's
-      largest score, which the product holds exactly until it rounds. So the scores are
-      computed twice: rounded, to find ``m``, the row's largest score where ``mask`` allows
-      it; then ``q k^T - m``, the running sum started at ``-m`` and rounded once, so that the
-      scores that carry weight keep the precision of their own small size. bfloat16 would
-      gain too; it keeps the one product so that the demonstration's training (bfloat16
-      autocast) computes what it always has.
+    - ``shift``: the smallest integer >= 0 that keeps ``d_k max|q| max|k| / 2**shift`` below
+      ``2**(high - 2)`` (:func:`exponent_limits`; ``2**14`` in float16), so that no partial
+      sum of a score, or of a score less ``m``, overflows in either accumulation mode.
+    - ``m``: the row's largest score where ``mask`` allows it, in :data:`CENTRED` dtypes (else
+      0); the running sum starts at ``-m`` and is rounded once. bfloat16 would gain too; it
+      keeps the one product so that the demonstration's training (bfloat16 autocast) is
+      unchanged.
     """
 
     def __init__(self, d_k: int):
@@ -210,11 +180,9 @@ class Scores(nn.Module):
 class Softmax(nn.Module):
     """Softmax over the last dimension of ``x * 2**shift`` that is safe in 16 bits.
 
-    The row maximum is subtracted first, so every exponent is <= 0 and ``exp`` lies in
-    (0, 1] however large the logits (fp16 overflows at 65504, i.e. ``exp(11.1)``). A row that
-    is masked everywhere (all ``-inf``) would give ``-inf - (-inf) = nan``; such a row returns
-    zeros instead, so a sequence that is all padding contributes nothing and poisons nothing.
-    ``shift`` undoes the scaling of :class:`Scores` on the differences, which are <= 0.
+    The row maximum is subtracted first, so ``exp`` lies in (0, 1] however large the logits. A
+    row masked everywhere (all ``-inf``) returns zeros, not NaN, so a sequence that is all
+    padding contributes nothing. ``shift`` undoes the scaling of :class:`Scores`.
     """
 
     def forward(self, x: torch.Tensor, shift: int = 0) -> torch.Tensor:
@@ -232,21 +200,14 @@ class Softmax(nn.Module):
 class LayerNorm(nn.Module):
     """LayerNorm over the last dimension (width ``D``), computed in the input's dtype.
 
-    In float16 the square of a centred value overflows once it exceeds 256 (256**2 > 65504)
-    and underflows to zero below 2**-12, and a row of tiny values is stored with few bits
-    (float16's numbers below 2**-14 are subnormal). So each row is first multiplied by a power
-    of two ``p`` (exact) that brings its largest magnitude into [1/2, 1), or by 2**14 for a
-    row below 2**-14; LayerNorm does not change when its row is scaled, if ``eps`` is scaled
-    with it: ``c = sqrt(eps) p``. Then the centred row ``xc`` is divided by
-    ``m = max(s, c)``, ``s`` its largest magnitude, before squaring: ``u = xc / m`` and
-    ``r = c / m`` lie in [-1, 1], and
+    Each row is first multiplied by a power of two ``p`` (exact) that brings its largest
+    magnitude into [1/2, 1) (by 2**14 for a row below 2**-14), with ``eps`` scaled alike:
+    ``c = sqrt(eps) p``. The centred row ``xc`` is divided by ``m = max(s, c)``, ``s`` its
+    largest magnitude, before squaring, so ``u = xc / m`` and ``r = c / m`` lie in [-1, 1]:
 
-        std = m * sqrt(mean(u**2) + r**2) = p * sqrt(var(x) + eps),
+        std = m * sqrt(mean(u**2) + r**2) = p * sqrt(var(x) + eps).
 
-    where each of the two terms under the root is at most 1 and whichever matters is kept:
-    the variance when the row is large, ``r**2`` (near 1) when it is small. Then
-    ``y = xc / std * weight + bias`` (the last two operations fused, rounded once). Built in
-    float32; ``.to(dtype)`` casts it, ``sqrt(eps)`` included.
+    Then ``y = xc / std * weight + bias`` (the last two operations fused, rounded once).
     """
 
     EPS = 1e-5  # as nn.LayerNorm's
@@ -276,9 +237,6 @@ class LayerNorm(nn.Module):
         y = torch.addcmul(self.bias, xc / std, self.weight)  # D divs, D mults, D adds
         return checked(self, y, x)
 
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
-
 
 class KeyPaddingMask(nn.Module):
     """Token ids ``[B, L]`` -> additive mask ``[B, 1, 1, L]``: ``-inf`` at ``pad_id``, else 0."""
@@ -294,11 +252,8 @@ class KeyPaddingMask(nn.Module):
 
 
 class CausalMask(nn.Module):
-    """Adds the causal mask ``M`` of equation (R16) to a key padding mask.
-
-    ``[B, 1, 1, T] -> [B, 1, T, T]``; ``M[i, j] = -inf`` for ``j > i`` (a position must not
-    see the future), else 0.
-    """
+    """Adds the causal mask ``M`` of (R16), ``-inf`` for ``j > i``, else 0, to a key padding
+    mask: ``[B, 1, 1, T] -> [B, 1, T, T]``."""
 
     def __init__(self, max_len: int):
         super().__init__()
@@ -314,10 +269,9 @@ def check_tokens(name: str, tokens: torch.Tensor, max_len: int, offset: int = 0)
     """A ``ValueError`` naming ``name`` unless ``tokens`` is ``[B, L]`` of dtype long with
     ``1 <= L`` and ``offset + L <= max_len``; the ids themselves are checked by the embedding."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
-        shape = list(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        dtype = getattr(tokens, "dtype", "")
-        raise ValueError(f"{name} must be token ids of shape [B, L] and dtype long, got "
-                         f"{shape} {dtype}")
+        got = (f"{list(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor)
+               else type(tokens).__name__)
+        raise ValueError(f"{name} must be token ids of shape [B, L] and dtype long, got {got}")
     if tokens.shape[0] == 0 or tokens.shape[1] == 0:
         raise ValueError(f"{name} must have at least one sequence and one position, got shape "
                          f"{list(tokens.shape)}")

@@ -1,24 +1,12 @@
 """The Transformer of Problem 2: one encoder layer, one decoder layer, 8 heads, in 16 bits.
 
-The assignment states the problem (a figure and one paragraph); the equations are those of
-the earlier student report, numbered there (10) to (17) and cited here as "(R10)" to "(R17)":
-positions (R10, R11), scaled dot-product attention (R12) with an additive mask (R16),
-cross-attention (R17), multi-head attention, residual + LayerNorm (R13, R15), the
-feed-forward network (R14). Post-norm, as ``torch.nn.Transformer`` with ``norm_first=False``
-and its final encoder and decoder LayerNorms, so :meth:`Transformer.load_torch_weights`
-reproduces PyTorch. No dropout, and the embeddings are not multiplied by ``sqrt(d_model)``.
-
-Bottom-up, as nanoGPT's ``model.py``: the leaf modules of :mod:`book.transformer.layers` do
-all the arithmetic (each counted by :mod:`book.transformer.costs`, so ``count_ops`` sees every
-operation), containers built from the one :class:`TransformerConfig` only wire and reshape,
-then :class:`Transformer`.
-
-What "16 bits" means here: every parameter, buffer, constant and activation has
-``config.dtype`` (float16 by default), and every elementwise operation is rounded to it.
-Matrix products and sums are PyTorch's: their running sums are float32 inside the kernel and
-rounded once, unless ``with book.strict_fp16.strict_fp16():`` keeps them in 16 bits too.
-A forward pass never returns inf or NaN silently: a step whose result cannot be represented
-raises :class:`~book.transformer.layers.RangeError` naming it and the magnitude.
+Post-norm, as ``torch.nn.Transformer`` with ``norm_first=False`` and its final encoder and
+decoder LayerNorms, so that :meth:`Transformer.load_torch_weights` reproduces PyTorch; no
+dropout, and the embeddings are not multiplied by ``sqrt(d_model)``. As in nanoGPT's
+``model.py``, the leaf modules of :mod:`book.transformer.layers` do all the arithmetic, and the
+containers here, built from one :class:`TransformerConfig`, only wire and reshape. Every
+parameter, buffer and activation has ``config.dtype``; matrix products and sums accumulate as
+:mod:`book.transformer.strict_fp16` says.
 """
 
 from __future__ import annotations
@@ -103,14 +91,10 @@ class ScaledDotProductAttention(nn.Module):
     """Equations (R12) and (R16): ``softmax(Q K^T / sqrt(d_k) + M) V`` for every head.
 
     ``q``: ``[B, h, Lq, d_k]``, ``k`` and ``v``: ``[B, h, Lk, d_k]``, ``mask``: additive,
-    broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. In float32 and bfloat16 the
-    factor ``1/sqrt(d_k)`` is applied to Q before the product: the same number, ``Lq d_k``
-    multiplications instead of ``Lq Lk``. In float16 (:data:`~book.transformer.layers.CENTRED`)
-    it is applied after, to the centred scores: rounding ``q / sqrt(d_k)`` to float16 moves a
-    score by up to ``|q| |k| 2**-12``, which at large scores is most of the softmax's error,
-    while the centred scores that carry weight are small and lose almost nothing.
-    :class:`~book.transformer.layers.Scores` returns the scores at a scale the dtype can hold,
-    and the exponent of that scale, which the softmax undoes.
+    broadcastable to ``[B, h, Lq, Lk]`` (0 or ``-inf``), or None. ``1/sqrt(d_k)`` scales Q
+    before the product (``Lq d_k`` multiplications instead of ``Lq Lk``), except in float16
+    (:data:`~book.transformer.layers.CENTRED`), where it scales the small centred scores after
+    it: rounding ``q / sqrt(d_k)`` to float16 would move a score by up to ``|q| |k| 2**-12``.
     """
 
     def __init__(self, config: TransformerConfig):
@@ -337,14 +321,13 @@ class Transformer(nn.Module):
     def generate(self, src: torch.Tensor, max_len: int) -> torch.Tensor:
         """Greedy decoding: ``src [B, S]`` -> ``[B, max_len]`` tokens (no BOS), pad after EOS.
 
-        With a key-value cache: the encoder, and the cross-attention's keys and values, run
-        once; each step runs :meth:`decode` on the newest token only, whose self-attention
-        keys and values join those of the earlier positions. The result is that of
-        :meth:`decode` on the whole prefix at every step (a test checks it), for a fraction of
-        the work: a position only ever attends to itself and earlier ones.
+        The encoder, and the cross-attention's keys and values, run once; each step runs
+        :meth:`decode` on the newest token only, whose self-attention keys and values join the
+        cached ones of the earlier positions. The result is that of :meth:`decode` on the
+        whole prefix, for a fraction of the work.
         """
         pad = self.config.pad_id
-        if not 0 < positive_int("max_len", max_len) <= self.config.max_len:
+        if positive_int("max_len", max_len) > self.config.max_len:
             raise ValueError(f"max_len must be at most config.max_len = {self.config.max_len}, "
                              f"got {max_len}")
         if max(BOS, EOS) >= self.config.tgt_vocab or pad in (BOS, EOS):
@@ -397,33 +380,29 @@ class Transformer(nn.Module):
         projections. Every copied shape is checked; values are rounded to our dtype.
         """
         check_torch_reference(ref, self.config)
-        pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        names = {module: name for name, module in ref.named_modules()}
+        pairs: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (ref's name, ours, theirs)
 
-        def same(ours: nn.Module, theirs: nn.Module, name: str) -> None:
+        def same(ours: nn.Module, theirs: nn.Module) -> None:
             for p in ("weight", "bias"):
-                pairs.append((f"{name}.{p}", getattr(ours, p), getattr(theirs, p)))
-
-        def attn(ours: MultiHeadAttention, theirs: nn.MultiheadAttention, name: str) -> None:
-            w, b = theirs.in_proj_weight.chunk(3), theirs.in_proj_bias.chunk(3)
-            for i, proj in enumerate((ours.q_proj, ours.k_proj, ours.v_proj)):
-                pairs.append((f"{name}.in_proj_weight[{i}]", proj.weight, w[i]))
-                pairs.append((f"{name}.in_proj_bias[{i}]", proj.bias, b[i]))
-            same(ours.out_proj, theirs.out_proj, f"{name}.out_proj")
+                pairs.append((f"{names[theirs]}.{p}", getattr(ours, p), getattr(theirs, p)))
 
         enc, dec = ref.encoder.layers[0], ref.decoder.layers[0]
-        attn(self.encoder.self_attn, enc.self_attn, "encoder.layers.0.self_attn")
-        attn(self.decoder.self_attn, dec.self_attn, "decoder.layers.0.self_attn")
-        attn(self.decoder.cross_attn, dec.multihead_attn, "decoder.layers.0.multihead_attn")
-        for ours, theirs, name in (
-            (self.encoder, enc, "encoder.layers.0"), (self.decoder, dec, "decoder.layers.0"),
-        ):
-            same(ours.ffn.linear1, theirs.linear1, f"{name}.linear1")
-            same(ours.ffn.linear2, theirs.linear2, f"{name}.linear2")
+        for ours, theirs in ((self.encoder.self_attn, enc.self_attn),
+                             (self.decoder.self_attn, dec.self_attn),
+                             (self.decoder.cross_attn, dec.multihead_attn)):
+            w, b = theirs.in_proj_weight.chunk(3), theirs.in_proj_bias.chunk(3)
+            for i, proj in enumerate((ours.q_proj, ours.k_proj, ours.v_proj)):
+                pairs.append((f"{names[theirs]}.in_proj_weight[{i}]", proj.weight, w[i]))
+                pairs.append((f"{names[theirs]}.in_proj_bias[{i}]", proj.bias, b[i]))
+            same(ours.out_proj, theirs.out_proj)
+        for ours, theirs in ((self.encoder, enc), (self.decoder, dec)):
+            same(ours.ffn.linear1, theirs.linear1)
+            same(ours.ffn.linear2, theirs.linear2)
             for i in (1, 2, 3) if ours is self.decoder else (1, 2):
-                same(getattr(ours, f"add_norm{i}").norm, getattr(theirs, f"norm{i}"),
-                     f"{name}.norm{i}")
-        same(self.encoder_norm, ref.encoder.norm, "encoder.norm")
-        same(self.decoder_norm, ref.decoder.norm, "decoder.norm")
+                same(getattr(ours, f"add_norm{i}").norm, getattr(theirs, f"norm{i}"))
+        same(self.encoder_norm, ref.encoder.norm)
+        same(self.decoder_norm, ref.decoder.norm)
 
         n_ref = sum(p.numel() for p in ref.parameters())
         if sum(src.numel() for _, _, src in pairs) != n_ref:

@@ -1,19 +1,10 @@
 """The Transformer in 16 bits, measured: against PyTorch, how fast, and where it breaks.
 
-- :func:`verify_against_torch`: our encoder-decoder core against ``torch.nn.Transformer``
-  (same weights, masks and inputs, :func:`torch_reference`) in each dtype, against PyTorch in
-  float32; :func:`inference_times` times one forward pass of the same weights in each dtype;
-  :func:`cpu_16bit_support` says which 16-bit formats this CPU has instructions for.
-- :func:`magnitude_sweep`: embedded inputs of growing standard deviation through the
-  encoder-decoder core, in float16: ours, PyTorch's two float16 paths and the textbook
-  formulas, each against float64 with the same (float16) weights and inputs.
-- :func:`layer_norm_sweep`: LayerNorm on rows of growing scale, the same three ways.
-- :func:`precision_table`: the trained model in float32, bfloat16, float16 and strict
-  float16: its error against float64 on fresh random sequences, and its exact-match accuracy.
-
-"The textbook formulas" are equations (R12)-(R15) computed as written, in float16:
-``exp(x) / sum(exp(x))``, ``(x - mu) / sqrt(mean((x - mu)**2) + eps)`` and
-``(Q K^T) / sqrt(d_k)``, swapped into a copy of our model by :func:`textbook_model`.
+Our encoder-decoder core against ``torch.nn.Transformer`` with the same weights (in each dtype,
+and in float16 across input scales), its inference time per dtype, and the trained model in
+four precisions. "The textbook formulas" are equations (R12)-(R15) computed as written, in the
+input's dtype: ``exp(x) / sum(exp(x))``, ``(x - mu) / sqrt(mean((x - mu)**2) + eps)`` and
+``(Q K^T) / sqrt(d_k)`` (:func:`textbook_model`).
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from torch import nn
 
 from book.hardware import cpu_flags, dtype_label
 from book.inspection import forward_hooks
-from book.speed.timing import benchmark_module
+from book.speed.timing import median_seconds
 from book.transformer.model import (
     DTYPES,
     PAD,
@@ -44,23 +35,9 @@ from book.transformer.model import (
 from book.transformer.reversal import ReversalTask, exact_match
 from book.transformer.strict_fp16 import strict_fp16
 
-__all__ = [
-    "CPU_16BIT_FLAGS",
-    "TextbookLayerNorm",
-    "TextbookScores",
-    "TextbookSoftmax",
-    "against_pytorch",
-    "cpu_16bit_support",
-    "first_failure",
-    "inference_times",
-    "layer_norm_sweep",
-    "magnitude_sweep",
-    "precision_table",
-    "textbook_layer_norm",
-    "textbook_model",
-    "torch_reference",
-    "verify_against_torch",
-]
+__all__ = ["TextbookSoftmax", "against_pytorch", "cpu_16bit_support", "first_failure",
+           "inference_times", "layer_norm_sweep", "magnitude_sweep", "precision_table",
+           "textbook_layer_norm", "textbook_model", "torch_reference", "verify_against_torch"]
 
 # The x86 flags (/proc/cpuinfo) of instructions that compute on each 16-bit format: dot
 # products with float32 accumulation (AVX-512 BF16, AMX) or arithmetic in it (AVX-512 FP16).
@@ -68,10 +45,10 @@ CPU_16BIT_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"),
                    "float16": ("avx512_fp16", "amx_fp16")}
 
 
-def cpu_16bit_support(flags: frozenset[str] | None = None) -> dict[str, tuple[str, ...]]:
+def cpu_16bit_support() -> dict[str, tuple[str, ...]]:
     """For ``bfloat16`` and ``float16``, the flags of :data:`CPU_16BIT_FLAGS` this CPU has
-    (``flags``: those of :func:`book.hardware.cpu_flags` unless given); empty: none."""
-    flags = cpu_flags() if flags is None else flags
+    (:func:`book.hardware.cpu_flags`); empty: none."""
+    flags = cpu_flags()
     return {fmt: tuple(f for f in wanted if f in flags) for fmt, wanted in CPU_16BIT_FLAGS.items()}
 
 
@@ -92,20 +69,23 @@ def torch_reference(config: TransformerConfig = CORE, seed: int = 0) -> nn.Trans
     return ref
 
 
-def _with_torch_layer_norms(model: Transformer) -> Transformer:
-    """A copy of ``model`` whose LayerNorms are ``nn.LayerNorm`` with the same weights.
-
-    PyTorch's fp16 LayerNorm kernel computes mean and variance in float32 internally; the
-    copy shows how much of our fp16 error comes from doing them in fp16.
-    """
+def _swapped(model: Transformer, classes: dict[type, type]) -> Transformer:
+    """A copy of ``model`` (same weights) whose modules of each type in ``classes`` compute as
+    the subclass it maps to."""
     model = copy.deepcopy(model)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LayerNorm):
-            ln = nn.LayerNorm(module.weight.shape[0], eps=module.eps, dtype=module.weight.dtype)
-            ln.load_state_dict(module.state_dict())
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, ln)
+    for module in model.modules():
+        if type(module) in classes:
+            module.__class__ = classes[type(module)]
     return model
+
+
+class TorchLayerNorm(LayerNorm):
+    """PyTorch's LayerNorm kernel, which computes mean and variance in float32 internally even
+    for float16 input: it shows how much of our float16 error comes from doing them in float16.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 @torch.no_grad()
@@ -141,11 +121,11 @@ def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
     rows = []
     for dtype in dtypes:
         ours = Transformer(config).load_torch_weights(ref).to(dtype).eval()
-        masks = ours.src_pad(src_tok), ours.causal(ours.tgt_pad(tgt_tok))
-        for who, model in (("PyTorch", None), ("ours", ours),
-                           ("ours with nn.LayerNorm", _with_torch_layer_norms(ours))):
-            out = torch_out(dtype) if model is None else model.core(src_x.to(dtype),
-                                                                    tgt_x.to(dtype), *masks)
+        hybrid = _swapped(ours, {LayerNorm: TorchLayerNorm})
+        inputs = (src_x.to(dtype), tgt_x.to(dtype), ours.src_pad(src_tok),
+                  ours.causal(ours.tgt_pad(tgt_tok)))
+        for who, out in (("PyTorch", torch_out(dtype)), ("ours", ours.core(*inputs)),
+                         ("ours with nn.LayerNorm", hybrid.core(*inputs))):
             if out.dtype != dtype:
                 raise RuntimeError(f"{who} returned {out.dtype} for {dtype}")
             error = (out.double() - reference).abs()
@@ -156,20 +136,16 @@ def verify_against_torch(batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
 def inference_times(model: Transformer, src: torch.Tensor, tgt: torch.Tensor,
                     dtypes: tuple[torch.dtype, ...] = DTYPES,
                     min_run_time: float = 0.5) -> pd.DataFrame:
-    """Median time of one teacher-forced forward pass ``model(src, tgt)`` in each dtype.
-
-    Uses ``torch.utils.benchmark`` (median over its measurements) on the model's device,
-    with copies of the same weights cast to each dtype (``model`` is left as it is); the
-    ratio column is relative to float32.
+    """Median milliseconds of one teacher-forced forward pass ``model(src, tgt)`` in each dtype
+    (:func:`book.speed.timing.median_seconds`), on the model's device, with copies of the same
+    weights cast to each dtype (``model`` is left as it is); the ratio column is to float32.
     """
-    benchmark = benchmark_module()
     rows = []
     for dtype in dtypes:
         m = copy.deepcopy(model).to(dtype).eval()
-        timer = benchmark.Timer(stmt="with torch.no_grad(): m(src, tgt)",
-                                globals={"m": m, "src": src, "tgt": tgt, "torch": torch})
-        rows.append((dtype_label(dtype),
-                     timer.blocked_autorange(min_run_time=min_run_time).median * 1e3))
+        seconds = median_seconds("with torch.no_grad(): m(src, tgt)", min_run_time=min_run_time,
+                                 m=m, src=src, tgt=tgt)
+        rows.append((dtype_label(dtype), seconds * 1e3))
     df = pd.DataFrame(rows, columns=["dtype", "median_ms"]).set_index("dtype")
     if "float32" in df.index:
         df["vs_float32"] = df["median_ms"] / df.loc["float32", "median_ms"]
@@ -207,12 +183,10 @@ class TextbookScores(Scores):
 def textbook_model(model: Transformer) -> Transformer:
     """A copy of ``model`` that computes softmax, LayerNorm and the scores as the textbook
     formulas do (same weights); every other step is ours, checks included."""
-    model = copy.deepcopy(model)
-    swaps = {Softmax: TextbookSoftmax, LayerNorm: TextbookLayerNorm, Scores: TextbookScores}
-    for name, module in list(model.named_modules()):
-        if type(module) in swaps:
-            module.__class__ = swaps[type(module)]
-        elif isinstance(module, Scale) and name.endswith("attention.scale"):
+    model = _swapped(model, {Softmax: TextbookSoftmax, LayerNorm: TextbookLayerNorm,
+                             Scores: TextbookScores})
+    for name, module in model.named_modules():
+        if isinstance(module, Scale) and name.endswith("attention.scale"):
             module.factor.fill_(1)  # TextbookScores divides by sqrt(d_k) after the product
     return model
 
@@ -254,7 +228,7 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9, seed: int =
     g = torch.Generator().manual_seed(seed)
     src_z = torch.randn(batch, S, config.d_model, generator=g)
     tgt_z = torch.randn(batch, T, config.d_model, generator=g)
-    rows, max_scores = [], []
+    rows = []
     for sigma in sigmas:
         src_x, tgt_x = (sigma * src_z).half(), (sigma * tgt_z).half()
         if not (torch.isfinite(src_x).all() and torch.isfinite(tgt_x).all()):
@@ -263,20 +237,19 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9, seed: int =
         scores.clear()
         with forward_hooks(watch):
             ours64.core(src_x.double(), tgt_x.double(), None, tgt_mask.double())
-        max_scores.append(max(scores))
+        max_score = max(scores)
         for who, torch_model in ((FUSED, fused), (COMPOSITE, composite)):
-            rows.append((sigma, who, *_error(torch_model(src_x, tgt_x, tgt_mask=causal),
-                                             reference), ""))
+            out = torch_model(src_x, tgt_x, tgt_mask=causal)
+            rows.append((sigma, who, *_error(out, reference), "", max_score))
         for who, model in (("ours", ours), ("textbook formulas", textbook)):
             try:
-                rows.append((sigma, who, *_error(model.core(src_x, tgt_x, None, tgt_mask),
-                                                 reference), ""))
+                out = model.core(src_x, tgt_x, None, tgt_mask)
+                rows.append((sigma, who, *_error(out, reference), "", max_score))
             except RangeError as error:  # an inf or NaN made upstream is caught downstream
                 outcome = NON_FINITE if math.isinf(error.magnitude) else RAISED
-                rows.append((sigma, who, math.nan, outcome, error.step))
-    table = pd.DataFrame(rows, columns=["sigma", "model", "max_abs_error", "outcome", "step"])
-    table["max_score"] = table["sigma"].map(dict(zip(sigmas, max_scores, strict=True)))
-    return table
+                rows.append((sigma, who, math.nan, outcome, error.step, max_score))
+    return pd.DataFrame(rows, columns=["sigma", "model", "max_abs_error", "outcome", "step",
+                                       "max_score"])
 
 
 def against_pytorch(sweep: pd.DataFrame) -> pd.DataFrame:
@@ -311,17 +284,19 @@ def layer_norm_sweep(scales, rows: int = 64, d: int = 256, seed: int = 0) -> pd.
     return pd.DataFrame(out, columns=["scale", "model", "relative_error", "outcome"])
 
 
-PRECISIONS = (("float32", torch.float32, None), ("bfloat16", torch.bfloat16, None),
-              ("float16", torch.float16, None), ("float16, strict", torch.float16, 1))
+# (row, dtype, how its sums accumulate, the mode to compute in)
+PRECISIONS = (("float32", torch.float32, "float32, rounded once", contextlib.nullcontext),
+              ("bfloat16", torch.bfloat16, "float32, rounded once", contextlib.nullcontext),
+              ("float16", torch.float16, "float32, rounded once", contextlib.nullcontext),
+              ("float16, strict", torch.float16, "per block of 1", strict_fp16))
 
 
 @torch.no_grad()
 def precision_table(model: Transformer, task: ReversalTask, src_test: torch.Tensor,
-                    tgt_test: torch.Tensor, n_random: int = 256, seed: int = 1,
-                    block: int = 1) -> pd.DataFrame:
+                    tgt_test: torch.Tensor, n_random: int = 256, seed: int = 1) -> pd.DataFrame:
     """The trained ``model`` (its weights as they are, float32 for training's) in four
     precisions: float32, bfloat16 and float16 as PyTorch computes them, and float16 with
-    strict 16-bit accumulation (blocks of ``block``).
+    strict 16-bit accumulation, every running sum rounded to float16 (:data:`PRECISIONS`).
 
     ``max_abs_error`` and ``mean_abs_error``: of the logits of ``n_random`` fresh random
     sequences of the task (teacher-forced, padding positions left out), against the same
@@ -334,14 +309,12 @@ def precision_table(model: Transformer, task: ReversalTask, src_test: torch.Tens
     keep = tgt != model.config.pad_id  # (N, T): the positions that are not padding
     reference = copy.deepcopy(model).double()(src, tgt)[keep]
     rows = []
-    for label, dtype, strict_block in PRECISIONS:
+    for label, dtype, sums, mode in PRECISIONS:
         m = copy.deepcopy(model).to(dtype).eval()
-        mode = contextlib.nullcontext() if strict_block is None else strict_fp16(block)
-        with mode:
+        with mode():
             error = (m(src, tgt)[keep].double() - reference).abs()
             accuracy = exact_match(m, src_test, tgt_test)
-        rows.append((label, dtype_label(dtype), "per block of " + str(block) if strict_block
-                     else "float32, rounded once", error.max().item(), error.mean().item(),
+        rows.append((label, dtype_label(dtype), sums, error.max().item(), error.mean().item(),
                      accuracy))
     return pd.DataFrame(rows, columns=["precision", "dtype", "sums", "max_abs_error",
                                        "mean_abs_error", "exact_match"]).set_index("precision")

@@ -14,23 +14,21 @@ __all__ = ["check_torch_reference"]
 
 def check_torch_reference(ref: nn.Transformer, config) -> None:
     """A ``ValueError`` naming the first setting of ``ref`` that our model of ``config`` (a
-    :class:`~book.transformer.model.TransformerConfig`) does not compute (so that its weights
-    would give other outputs), what ours computes, and what to change; a ``TypeError`` unless
-    ``ref`` is an ``nn.Transformer``."""
+    :class:`~book.transformer.model.TransformerConfig`) does not compute, what ours computes,
+    and what to change; a ``TypeError`` unless ``ref`` is an ``nn.Transformer``."""
     if not isinstance(ref, nn.Transformer):
         raise TypeError(f"ref must be a torch.nn.Transformer, got {type(ref).__name__}")
     enc, dec = ref.encoder, ref.decoder
-    own = {enc: nn.TransformerEncoder, dec: nn.TransformerDecoder}
-    if any(type(m) is not t for m, t in own.items()) or any(
-            type(layer) not in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-            for layer in (*enc.layers, *dec.layers)):
+    layers = (*enc.layers, *dec.layers)
+    if (type(enc) is not nn.TransformerEncoder or type(dec) is not nn.TransformerDecoder
+            or any(type(layer) not in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+                   for layer in layers)):
         raise ValueError("ref has a custom_encoder or custom_decoder, which ours cannot "
                          "reproduce: ours computes nn.Transformer's own encoder and decoder "
                          "layers; build the reference without custom_encoder/custom_decoder")
-    layers = (*enc.layers, *dec.layers)
     other = [a for a in (layer.activation for layer in layers)
              if not (a is nn.functional.relu or isinstance(a, nn.ReLU))]
-    eps = sorted({m.eps for m in ref.modules() if isinstance(m, nn.LayerNorm)})
+    eps = [m.eps for m in ref.modules() if isinstance(m, nn.LayerNorm) and m.eps != LayerNorm.EPS]
     settings = (  # (setting, ref's value, ours, the config field that would follow ref's)
         ("final encoder and decoder norms", None not in (enc.norm, dec.norm), True, None),
         ("num_encoder_layers", len(enc.layers), 1, None),
@@ -42,8 +40,7 @@ def check_torch_reference(ref: nn.Transformer, config) -> None:
         ("activation", getattr(other[0], "__name__", type(other[0]).__name__) if other else "relu",
          "relu", None),
         ("bias", layers[0].linear1.bias is not None, True, None),
-        ("layer_norm_eps", eps[0] if eps != [LayerNorm.EPS] else LayerNorm.EPS, LayerNorm.EPS,
-         None),
+        ("layer_norm_eps", eps[0] if eps else LayerNorm.EPS, LayerNorm.EPS, None),
     )
     for setting, theirs, ours, field in settings:
         if theirs != ours:

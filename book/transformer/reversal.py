@@ -1,11 +1,8 @@
 """The demonstration of chapter 5: the Transformer learns to reverse digit sequences.
 
-The task and its tokens (:class:`ReversalTask`, :func:`encode`, :func:`decode`), its training
-(:class:`ReversalConfig`, :func:`train_reversal`, stored as the run ``results/transformer.*``
-by :class:`book.runs.Run`, with the held-out loss beside the training loss), and what the
-trained model does: :func:`exact_match` of greedy decoding, :func:`accuracy_by_length` (also
-on sequences longer than any it was trained on), :func:`attention_maps` and
-:func:`anti_diagonal_attention`.
+The task and its tokens, its training (:func:`train_reversal`, stored as the run
+``results/transformer.*``), and what the trained model does: :func:`exact_match` of greedy
+decoding, :func:`accuracy_by_length` (also beyond the trained lengths) and its attention.
 """
 
 from __future__ import annotations
@@ -29,12 +26,10 @@ from book.transformer import layers, strict_fp16
 from book.transformer import model as transformer_model
 from book.transformer.model import BOS, EOS, PAD, Softmax, Transformer, TransformerConfig
 
-__all__ = [
-    "DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "ReversalTraining",
-    "accuracy_by_length", "anti_diagonal_attention", "attention_maps", "decode", "encode",
-    "exact_match", "held_out_loss", "token_name", "train_reversal", "training_run",
-    "with_max_len",
-]
+__all__ = ["DIGIT_OFFSET", "VOCAB", "ReversalConfig", "ReversalTask", "ReversalTraining",
+           "accuracy_by_length", "anti_diagonal_attention", "attention_maps", "decode", "encode",
+           "exact_match", "held_out_loss", "token_name", "train_reversal", "training_run",
+           "with_max_len"]
 
 DIGIT_OFFSET = EOS + 1  # digit d is token d + DIGIT_OFFSET: after PAD, BOS and EOS
 VOCAB = DIGIT_OFFSET + 10
@@ -72,11 +67,9 @@ class ReversalTask:
     n_test: int = 1_000
     seed: int = 0
 
-    vocab = VOCAB
-
     def model_config(self, dtype: torch.dtype = torch.float16) -> TransformerConfig:
         """The Transformer for this task: its vocabulary, room for ``BOS ... EOS``."""
-        return TransformerConfig(self.vocab, self.vocab, max_len=self.max_len + 2, dtype=dtype)
+        return TransformerConfig(VOCAB, VOCAB, max_len=self.max_len + 2, dtype=dtype)
 
     def sample(self, n: int, g: torch.Generator) -> list[tuple[int, ...]]:
         """``n`` random digit sequences of random lengths."""

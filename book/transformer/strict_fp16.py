@@ -1,24 +1,11 @@
 """Strict 16-bit accumulation: the running sums of products and reductions kept in 16 bits.
 
-What "16 bits" means in this book. Every tensor the Transformer stores (parameters, buffers,
-activations, constants) is 16-bit, and every elementwise operation (``+ - * /``, square root,
-exponential) returns the 16-bit rounding of its result: PyTorch computes it in float32 and
-rounds once, which for ``+ - * /`` and the square root is exactly the correctly rounded 16-bit
-result. Matrix products and sums are different: PyTorch's 16-bit kernels accumulate their
-running sum in float32 registers and round only the final sum. A sum of 1 and ten thousand
-1e-4 in float16 gives 2.0 that way; a float16 running sum gives 1.0, because 1 + 1e-4 rounds
-back to 1. By default the model computes as PyTorch does.
-
-``with strict_fp16(block=b):`` switches the functions below (which every layer of
-:mod:`book.transformer.layers` uses) to a running sum kept in the operands' 16-bit dtype, so
-that "all intermediate operations in 16 bits" holds literally for the sums too. A sum of
-``K`` terms (a dot product of length ``K``, or a reduction over ``K`` values) is taken in
-blocks of ``b`` consecutive terms: each block's terms are summed in float32, added to the
-running sum in float32, and the result is rounded to 16 bits, once per block. With ``b = 1``
-every partial sum is rounded: ``acc <- round16(acc + a_k * b_k)``, a 16-bit multiply-add with
-one rounding (a fused multiply-add, as 16-bit hardware has). With ``b >= K`` it is one
-rounding at the end, as in PyTorch's kernels. Tensors of other dtypes (float32, float64) are
-left to PyTorch. Emulated, not native: the arithmetic runs on float32 units, and it is slow.
+PyTorch's 16-bit matrix products and sums keep their running sum in float32 and round only the
+final sum; the functions below do the same by default. ``with strict_fp16(block=b):`` makes
+them keep it in the operands' 16-bit dtype instead: each block of ``b`` consecutive terms is
+summed in float32, added to the running sum in float32 and rounded to 16 bits, once per block
+(``b = 1``: ``acc <- round16(acc + a_k * b_k)``, a fused multiply-add). Other dtypes are left to
+PyTorch. Emulated on float32 units, and slow.
 """
 
 from __future__ import annotations
@@ -32,8 +19,8 @@ from torch.nn import functional as F
 
 from book.checks import positive_int
 
-__all__ = ["SIXTEEN_BIT", "accumulate", "accumulation_block", "linear", "matmul", "row_mean",
-           "row_sum", "strict_block", "strict_fp16"]
+__all__ = ["SIXTEEN_BIT", "accumulate", "linear", "matmul", "row_mean", "row_sum", "strict_block",
+           "strict_fp16"]
 
 SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 _block: ContextVar[int | None] = ContextVar("strict_fp16_block", default=None)
@@ -50,16 +37,10 @@ def strict_fp16(block: int = 1) -> Iterator[None]:
         _block.reset(token)
 
 
-def accumulation_block() -> int | None:
-    """The block size of the strict mode in force, or None (PyTorch's float32 accumulation)."""
-    return _block.get()
-
-
-def strict_block(*tensors: torch.Tensor) -> int | None:
-    """The block size to use for these operands: None unless strict mode is on and they are
-    16-bit."""
-    block = _block.get()
-    return block if block is not None and tensors[0].dtype in SIXTEEN_BIT else None
+def strict_block(x: torch.Tensor) -> int | None:
+    """The block size of the strict mode in force if ``x`` is 16-bit, else None (PyTorch's
+    float32 accumulation)."""
+    return _block.get() if x.dtype in SIXTEEN_BIT else None
 
 
 def accumulate(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor,
@@ -90,7 +71,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor | None = None) 
     ``[..., M, N]`` (None: zero). The running sum starts at ``start``, so it is added before
     the one rounding (PyTorch's kernels: float32, rounded once) or, in strict mode, is the
     16-bit running sum's first value."""
-    block = strict_block(a, b)
+    block = strict_block(a)
     if block is not None:
         return accumulate(None if start is None else start.expand(*a.shape[:-1], b.shape[-1]),
                           a, b, block)
@@ -105,7 +86,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor | None = None) 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``x W^T + b``; in strict mode the running sum starts at the bias and stays 16-bit."""
-    block = strict_block(x, weight)
+    block = strict_block(x)
     if block is None:
         return F.linear(x, weight, bias)
     start = None if bias is None else bias.expand(*x.shape[:-1], weight.shape[0])
