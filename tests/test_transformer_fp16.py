@@ -141,6 +141,14 @@ def test_the_textbook_formulas_break_where_ours_does_not():
     assert sweep.loc[(1.0, "textbook formulas"), "outcome"] == FINITE
 
 
+def test_rows_shared_counts_every_row_of_both_self_attentions():
+    # At a tiny scale every weight is near 1/L: every row shares its weight, except the first
+    # row of the causal self-attention, which has one key. Encoder: 12 rows per head and
+    # sequence; decoder: 9, of which 1 has no second key.
+    sweep = magnitude_sweep([1e-3], batch=2)
+    assert (sweep["rows_shared"] == (12 + 8) / (12 + 9)).all()
+
+
 def model_in(seed=0):
     torch.manual_seed(seed)
     return Transformer(TransformerConfig(VOCAB, VOCAB, max_len=16)).eval()

@@ -35,9 +35,10 @@ from book.transformer.model import (
 from book.transformer.reversal import ReversalTask, exact_match
 from book.transformer.strict_fp16 import strict_fp16
 
-__all__ = ["TextbookSoftmax", "against_pytorch", "cpu_16bit_support", "first_failure",
-           "inference_times", "layer_norm_sweep", "magnitude_sweep", "precision_table",
-           "textbook_layer_norm", "textbook_model", "torch_reference", "verify_against_torch"]
+__all__ = ["SHARED_WEIGHT", "TextbookSoftmax", "against_pytorch", "cpu_16bit_support",
+           "first_failure", "inference_times", "layer_norm_sweep", "magnitude_sweep",
+           "precision_table", "textbook_layer_norm", "textbook_model", "torch_reference",
+           "verify_against_torch"]
 
 # The x86 flags (/proc/cpuinfo) of instructions that compute on each 16-bit format: dot
 # products with float32 accumulation (AVX-512 BF16, AMX) or arithmetic in it (AVX-512 FP16).
@@ -200,6 +201,11 @@ def _error(out: torch.Tensor, reference: torch.Tensor) -> tuple[float, str]:
 FUSED, COMPOSITE = "PyTorch float16, fused (eval)", "PyTorch float16, composite (train)"
 
 
+# A row of attention weights whose second-largest weight exceeds this has not saturated: its
+# largest score does not take nearly all of the weight.
+SHARED_WEIGHT = 0.01
+
+
 @torch.no_grad()
 def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9, seed: int = 0,
                     config: TransformerConfig = CORE) -> pd.DataFrame:
@@ -213,16 +219,20 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9, seed: int =
     ``outcome`` (finite; inf or NaN returned, or caught by the check of a later step;
     RangeError raised: a value out of range), ``step`` (the step that raised or caught it) and
     ``max_score`` (the largest attention score ``|q k^T| / sqrt(d_k)`` in float64, at that
-    ``sigma``).
+    ``sigma``) and ``rows_shared`` (in float64, the share of the self-attentions' rows whose
+    second-largest weight exceeds :data:`SHARED_WEIGHT`: rows that have not saturated).
     """
     fused = torch_reference(config, seed).half()
     composite = copy.deepcopy(fused).train()  # dropout is 0: the same function, unfused
     ref64 = copy.deepcopy(fused).double()
     ours = Transformer(replace(config, dtype=torch.float16)).load_torch_weights(fused).eval()
     textbook = textbook_model(ours)
-    ours64, scores = copy.deepcopy(ours).double(), []
+    ours64, scores, second = copy.deepcopy(ours).double(), [], []
     watch = [(m, lambda m, args, out: scores.append((args[0] @ args[1].mT).abs().max().item()))
              for m in ours64.modules() if isinstance(m, Scores)]  # float64: q is scaled first
+    watch += [(m, lambda m, args, out: second.append(out.topk(2, dim=-1).values[..., 1]))
+              for name, m in ours64.named_modules()
+              if isinstance(m, Softmax) and ".self_attn." in f".{name}."]
     causal = torch.ones(T, T, dtype=torch.bool).triu(1)
     tgt_mask = ours.causal(torch.zeros(batch, 1, 1, T, dtype=torch.float16))  # (B, 1, T, T)
     g = torch.Generator().manual_seed(seed)
@@ -235,21 +245,24 @@ def magnitude_sweep(sigmas, batch: int = 4, S: int = 12, T: int = 9, seed: int =
             raise ValueError(f"sigma = {sigma:g} gives inputs beyond float16's range")
         reference = ref64(src_x.double(), tgt_x.double(), tgt_mask=causal)
         scores.clear()
+        second.clear()
         with forward_hooks(watch):
             ours64.core(src_x.double(), tgt_x.double(), None, tgt_mask.double())
         max_score = max(scores)
+        second_weights = torch.cat([w.flatten() for w in second])  # of every row
+        shared = (second_weights > SHARED_WEIGHT).double().mean().item()
         for who, torch_model in ((FUSED, fused), (COMPOSITE, composite)):
             out = torch_model(src_x, tgt_x, tgt_mask=causal)
-            rows.append((sigma, who, *_error(out, reference), "", max_score))
+            rows.append((sigma, who, *_error(out, reference), "", max_score, shared))
         for who, model in (("ours", ours), ("textbook formulas", textbook)):
             try:
                 out = model.core(src_x, tgt_x, None, tgt_mask)
-                rows.append((sigma, who, *_error(out, reference), "", max_score))
+                rows.append((sigma, who, *_error(out, reference), "", max_score, shared))
             except RangeError as error:  # an inf or NaN made upstream is caught downstream
                 outcome = NON_FINITE if math.isinf(error.magnitude) else RAISED
-                rows.append((sigma, who, math.nan, outcome, error.step, max_score))
+                rows.append((sigma, who, math.nan, outcome, error.step, max_score, shared))
     return pd.DataFrame(rows, columns=["sigma", "model", "max_abs_error", "outcome", "step",
-                                       "max_score"])
+                                       "max_score", "rows_shared"])
 
 
 def against_pytorch(sweep: pd.DataFrame) -> pd.DataFrame:
